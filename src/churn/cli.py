@@ -1,0 +1,134 @@
+"""The `churn` command: one sub-command per pipeline stage (dvc.yaml calls these)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from churn import __version__
+from churn.errors import ChurnError
+
+app = typer.Typer(
+    help="StreamFlow churn: a reproducible DVC + MLflow churn pipeline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file", show_default=True)]
+TrackOpt = Annotated[
+    bool,
+    typer.Option("--mlflow/--no-mlflow", help="log to MLflow (MLFLOW_TRACKING_URI or ./mlflow)"),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "skops"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stage(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command with timing, turning failures into one line and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        name = func.__name__.rstrip("_")
+        try:
+            result = func(*args, **kwargs)
+        except ChurnError as exc:
+            typer.echo(f"churn {name}: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:  # a bug, not bad input: still one readable line
+            if os.environ.get("CHURN_DEBUG"):
+                raise
+            typer.echo(
+                f"churn {name}: unexpected {type(exc).__name__}: {exc} "
+                "(set CHURN_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        logging.getLogger(f"churn.{name}").info("done in %.1f s", time.perf_counter() - started)
+        return result
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print version")
+    ] = False,
+) -> None:
+    """Pipeline stages (ingest → prepare → train → evaluate) run from the repo root."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    _setup_logging(verbose)
+
+
+@app.command()
+@stage
+def ingest(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Validate the source (synthetic | snapshots | table) and write data/raw/<as_of>/."""
+    from churn import ingest as stage_module
+    from churn.params import load_params
+
+    stage_module.run(load_params(params))
+
+
+@app.command()
+@stage
+def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Join the snapshot at as_of, split train/test, write online and drift tables."""
+    from churn import prepare as stage_module
+    from churn.params import load_params
+
+    stage_module.run(load_params(params))
+
+
+@app.command()
+@stage
+def train(params: ParamsOpt = Path("params.yaml"), mlflow: TrackOpt = True) -> None:
+    """Fit the model chosen in params; write models/ and log an MLflow run."""
+    from churn import train as stage_module
+    from churn.params import load_params
+
+    stage_module.run(load_params(params), track=mlflow)
+
+
+@app.command()
+@stage
+def evaluate(params: ParamsOpt = Path("params.yaml"), mlflow: TrackOpt = True) -> None:
+    """Write reports/metrics.json and plot data; log the metrics to the train run."""
+    import json
+
+    from churn import evaluate as stage_module
+    from churn.params import load_params
+
+    metrics = stage_module.run(load_params(params), track=mlflow)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,26 @@
+"""Errors the CLI turns into one-line messages and a non-zero exit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ChurnError(Exception):
+    """An expected failure with a message meant for the user."""
+
+
+class DataValidationError(ChurnError):
+    """A table broke a rule of the data contract."""
+
+    def __init__(
+        self, file: str, column: str, rule: str, detail: str, ids: Sequence[object] = ()
+    ) -> None:
+        self.file = file
+        self.column = column
+        self.rule = rule
+        self.detail = detail
+        self.ids = [str(i) for i in ids][:5]
+        message = f"{file}: column '{column}' breaks rule '{rule}': {detail}"
+        if self.ids:
+            message += f" (e.g. user_id {', '.join(self.ids)})"
+        super().__init__(message)

@@ -1,0 +1,248 @@
+"""ingest: source (synthetic | snapshots | table) -> validated data/raw/<as_of>/ snapshots."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from churn import synthetic
+from churn.errors import ChurnError, DataValidationError
+from churn.io import staged_dir, write_json, write_parquet
+from churn.params import IngestParams, Params, TableParams
+from churn.schema import (
+    COURSE_TABLES,
+    FEATURE_KINDS,
+    ID,
+    LABEL,
+    LABEL_TABLE,
+    Column,
+    Table,
+)
+from churn.validate import check_same_ids, parse_bool, parse_number, validate_table
+
+log = logging.getLogger("churn.ingest")
+
+RAW_DIR = Path("data/raw")
+MANIFEST = "manifest.json"
+Snapshot = dict[str, pd.DataFrame]
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# --- reading ------------------------------------------------------------------
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read a CSV (every cell as text, so validation sees what was written) or parquet."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, skipinitialspace=False)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(str(path), "*", "empty_file", "the file is empty") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataValidationError(str(path), "*", "readable", str(exc).splitlines()[0]) from None
+
+
+def _table_path(folder: Path, name: str) -> Path:
+    for suffix in (".parquet", ".csv"):
+        candidate = folder / f"{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    raise DataValidationError(
+        str(folder / f"{name}.csv"), "*", "table_present", f"table '{name}' not found in {folder}"
+    )
+
+
+def validate_snapshot(raw: Snapshot, files: dict[str, str], null_rate: float) -> Snapshot:
+    """Validate the six course tables of one snapshot and return them typed."""
+    typed = {
+        t.name: validate_table(raw[t.name], t, files[t.name], null_rate) for t in COURSE_TABLES
+    }
+    check_same_ids(typed, files)
+    return typed
+
+
+# --- sources --------------------------------------------------------------------
+
+
+def from_synthetic(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
+    for as_of, tables in synthetic.generate(p.synthetic):
+        files = {name: f"synthetic:{as_of}/{name}" for name in tables}
+        yield as_of, validate_snapshot(tables, files, p.max_null_rate)
+
+
+def snapshot_folders(root: Path, first_as_of: str | None) -> list[tuple[str, Path]]:
+    """Month folders under `root` with their as_of: the folder name if it is a date,
+    otherwise consecutive month-ends from `first_as_of` in sorted folder order."""
+    if not root.is_dir():
+        raise ChurnError(f"{root}: snapshot folder not found (ingest.path)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ChurnError(f"{root}: no month folders found")
+    if all(ISO_DATE.match(f.name) for f in folders):
+        return [(f.name, f) for f in folders]
+    if first_as_of is None:
+        raise ChurnError(
+            f"{root}: folder names {[f.name for f in folders][:3]} are not dates; "
+            "set ingest.snapshots.first_as_of to the first folder's month-end"
+        )
+    return list(zip(synthetic.month_ends(first_as_of, len(folders)), folders, strict=True))
+
+
+def from_snapshots(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
+    for as_of, folder in snapshot_folders(Path(p.path), p.snapshots.first_as_of):
+        paths = {t.name: _table_path(folder, t.name) for t in COURSE_TABLES}
+        raw = {name: read_table_file(path) for name, path in paths.items()}
+        log.info("read %s -> %s (%d users)", folder, as_of, len(raw["users"]))
+        yield as_of, validate_snapshot(raw, {k: str(v) for k, v in paths.items()}, p.max_null_rate)
+
+
+def infer_column(series: pd.Series, name: str) -> Column | None:
+    """Infer a feature column's kind from a flat table; None drops an id-like column."""
+    present = series.dropna()
+    if pd.api.types.is_bool_dtype(series):
+        return Column(name, "bool")
+    _, bad_bool = parse_bool(present)
+    if len(present) and not bad_bool.any():
+        return Column(name, "bool")
+    _, bad_num = parse_number(present)
+    text = present.astype(str).str.strip()
+    if len(present) and not bad_num[text != ""].any():
+        return Column(name, "numeric")
+    if len(present) >= 20 and present.nunique() > 0.5 * len(present):
+        return None
+    return Column(name, "category")
+
+
+def _label_column(frame: pd.DataFrame, t: TableParams, file: str) -> pd.Series:
+    raw = frame[t.label_column]
+    if t.positive_label is None:
+        labels, bad = parse_bool(raw)
+        if bad.any() or labels.isna().any():
+            shown = sorted(raw.dropna().astype(str).unique().tolist())[:5]
+            raise DataValidationError(
+                file,
+                t.label_column,
+                "binary_label",
+                f"values {shown} are not yes/no, true/false or 1/0; "
+                "set ingest.table.positive_label",
+                raw[bad | labels.isna()].index[:5].tolist(),
+            )
+        return labels.astype(bool)
+    text = raw.astype(str).str.strip()
+    if raw.isna().any() or text.nunique() > 2:
+        shown = sorted(text.unique().tolist())[:5]
+        raise DataValidationError(
+            file, t.label_column, "binary_label", f"expected two values, got {shown}"
+        )
+    return text == t.positive_label
+
+
+def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
+    t = p.table
+    path = Path(p.path)
+    if not path.is_file():
+        raise ChurnError(f"{path}: flat churn table not found (ingest.path)")
+    file = str(path)
+    frame = read_table_file(path)
+    if len(frame) == 0:
+        raise DataValidationError(file, "*", "empty_file", "the table has no rows")
+    for needed in (t.id_column, t.label_column, t.date_column):
+        if needed is not None and needed not in frame.columns:
+            raise DataValidationError(
+                file, needed, "missing_column", f"configured column absent; found {list(frame)}"
+            )
+    frame = frame.rename(columns={t.id_column: ID})
+    labels = _label_column(frame, t, file)
+    if t.date_column is not None:
+        dates = validate_table(
+            frame, Table("dates", (Column(t.date_column, "date", max_null_rate=0.0),)), file, 0.0
+        )[t.date_column]
+    elif t.as_of is not None:
+        dates = pd.Series(t.as_of, index=frame.index)
+    else:
+        raise ChurnError("ingest.table: set date_column, or as_of for a single-snapshot table")
+    skip = {ID, t.label_column, t.date_column}
+    columns = []
+    for name in frame.columns:
+        if name in skip:
+            continue
+        col = infer_column(frame[name], name)
+        if col is None:
+            log.warning("%s: dropping id-like text column '%s'", file, name)
+        else:
+            columns.append(col)
+    schema = Table("features", (Column(ID, "id", max_null_rate=0.0), *columns))
+    for as_of in sorted(dates.unique()):
+        rows = frame[(dates == as_of).to_numpy()]
+        typed = validate_table(rows, schema, file, p.max_null_rate)
+        label_frame = pd.DataFrame({ID: typed[ID], LABEL: labels[rows.index].to_numpy()})
+        yield str(as_of), {"features": typed, LABEL_TABLE: label_frame}
+
+
+SOURCES = {"synthetic": from_synthetic, "snapshots": from_snapshots, "table": from_table}
+
+
+# --- stage ------------------------------------------------------------------------
+
+
+def feature_kinds(snapshot: Snapshot) -> dict[str, str]:
+    """Model-facing kind of every feature column, from the typed tables."""
+    kinds: dict[str, str] = {}
+    course = {c.name: c.kind for t in COURSE_TABLES for c in t.columns}
+    for name, frame in snapshot.items():
+        if name == LABEL_TABLE:
+            continue
+        for col in frame.columns:
+            if col == ID:
+                continue
+            kind = course.get(col)
+            if kind is None:
+                dtype = frame[col].dtype
+                if pd.api.types.is_bool_dtype(dtype):
+                    kind = "bool"
+                elif pd.api.types.is_numeric_dtype(dtype):
+                    kind = "numeric"
+                else:
+                    kind = "category"
+            kinds[col] = "date" if kind == "date" else FEATURE_KINDS[kind]
+    return kinds
+
+
+def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
+    """Validate and write every snapshot into a staging folder; publish it only if all pass.
+
+    Snapshots are written one at a time so memory holds a single month.
+    """
+    p = params.ingest
+    dates: list[str] = []
+    n_users: dict[str, int] = {}
+    first: Snapshot | None = None
+    with staged_dir(out_dir) as tmp:
+        for as_of, tables in SOURCES[p.source](p):
+            if as_of in n_users:
+                raise ChurnError(f"{p.path}: two snapshots map to as_of {as_of}")
+            for name, frame in tables.items():
+                write_parquet(frame, tmp / as_of / f"{name}.parquet")
+            dates.append(as_of)
+            n_users[as_of] = len(tables[LABEL_TABLE])
+            first = first if first is not None else {k: v.head(1000) for k, v in tables.items()}
+            log.info("validated snapshot %s (%d users) [%d]", as_of, n_users[as_of], len(dates))
+        if first is None:
+            raise ChurnError(f"{p.path}: the source produced no snapshot")
+        dates.sort()
+        manifest = {
+            "source": p.source,
+            "layout": "course" if "users" in first else "table",
+            "snapshots": dates,
+            "tables": list(first),
+            "features": feature_kinds(first),
+            "n_users": {d: n_users[d] for d in dates},
+        }
+        write_json(tmp / MANIFEST, manifest)
+    log.info("wrote %d snapshots to %s", len(dates), out_dir)
+    return manifest

@@ -1,0 +1,116 @@
+"""The sklearn Pipeline and the feature contract the API validates against."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from churn.params import TrainParams
+
+MISSING = "missing"
+
+
+def feature_names(spec: dict) -> list[str]:
+    return [f["name"] for f in spec["features"]]
+
+
+def build_estimator(p: TrainParams, random_state: int) -> ClassifierMixin:
+    class_weight = None if p.class_weight == "none" else "balanced"
+    if p.model == "hist_gb":
+        h = p.hist_gb
+        return HistGradientBoostingClassifier(
+            learning_rate=h.learning_rate,
+            max_iter=h.max_iter,
+            max_leaf_nodes=h.max_leaf_nodes,
+            max_depth=h.max_depth,
+            min_samples_leaf=h.min_samples_leaf,
+            l2_regularization=h.l2_regularization,
+            class_weight=class_weight,
+            early_stopping=False,
+            random_state=random_state,
+        )
+    if p.model == "random_forest":
+        r = p.random_forest
+        return RandomForestClassifier(
+            n_estimators=r.n_estimators,
+            max_depth=r.max_depth,
+            min_samples_leaf=r.min_samples_leaf,
+            max_features=r.max_features,
+            class_weight=class_weight,
+            n_jobs=-1,
+            random_state=random_state,
+        )
+    lr = p.logistic_regression
+    return LogisticRegression(
+        C=lr.C, max_iter=lr.max_iter, class_weight=class_weight, random_state=random_state
+    )
+
+
+def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
+    """Preprocessing for the data's quirks + the estimator chosen in params.
+
+    Numbers and booleans: median imputation with missing indicators (an empty
+    plan_stream_* means "no internet"); categories: missing -> "missing" (both None
+    and NaN), one-hot, unknown ignored; constant columns dropped.
+    """
+    numeric = [f["name"] for f in spec["features"] if f["kind"] in ("numeric", "bool")]
+    categorical = [f["name"] for f in spec["features"] if f["kind"] == "category"]
+    num_steps: list = [("impute", SimpleImputer(strategy="median", add_indicator=True))]
+    if p.model == "logistic_regression":
+        num_steps.append(("scale", StandardScaler()))
+    cat_steps = [
+        ("none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING)),
+        ("nan", SimpleImputer(strategy="constant", fill_value=MISSING)),
+        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+    ]
+    preprocess = ColumnTransformer(
+        [("num", Pipeline(num_steps), numeric), ("cat", Pipeline(cat_steps), categorical)],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    return Pipeline(
+        [
+            ("preprocess", preprocess),
+            ("drop_constant", VarianceThreshold(0.0)),
+            ("model", build_estimator(p, random_state)),
+        ]
+    )
+
+
+def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold: float) -> dict:
+    """Names, kinds, dtypes, categories and observed ranges of the model's inputs."""
+    features = []
+    for f in spec["features"]:
+        values = train[f["name"]]
+        entry: dict = {
+            "name": f["name"],
+            "kind": f["kind"],
+            "dtype": "string" if f["kind"] == "category" else "float64",
+            "nullable": bool(values.isna().any()),
+        }
+        if f["kind"] == "category":
+            entry["categories"] = sorted(values.dropna().astype(str).unique().tolist())
+        else:
+            present = values.dropna().to_numpy(dtype=float)
+            entry["min"] = float(np.min(present)) if present.size else None
+            entry["max"] = float(np.max(present)) if present.size else None
+            entry["constant"] = bool(present.size and np.min(present) == np.max(present))
+        features.append(entry)
+    return {
+        "id": spec["id"],
+        "label": spec["label"],
+        "as_of": spec["as_of"],
+        "model": model_name,
+        "threshold": threshold,
+        "sklearn_version": sklearn.__version__,
+        "features": features,
+    }

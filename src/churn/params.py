@@ -1,0 +1,151 @@
+"""The one typed loader for params.yaml."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from churn.errors import ChurnError
+
+
+def _iso_date(value: Any) -> str:
+    """Accept '2024-01-31' (or a YAML date) and return the ISO string."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO date string like '2024-01-31', got {value!r}")
+    try:
+        return dt.date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"malformed date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _iso_date_or_latest(value: Any) -> str:
+    if isinstance(value, str) and value.strip() == "latest":
+        return "latest"
+    return _iso_date(value)
+
+
+IsoDate = Annotated[str, BeforeValidator(_iso_date)]
+IsoDateOrLatest = Annotated[str, BeforeValidator(_iso_date_or_latest)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyntheticParams(_Frozen):
+    n_users: int = Field(7043, ge=10)
+    n_months: int = Field(6, ge=1, le=120)
+    start: IsoDate = "2024-01-31"
+    seed: int = 2024
+    drift_from_month: int = Field(3, ge=0, description="0-based month index where drift starts")
+
+
+class SnapshotsParams(_Frozen):
+    first_as_of: IsoDate | None = Field(
+        None, description="month-end of the first folder when folder names are not dates"
+    )
+
+
+class TableParams(_Frozen):
+    id_column: str = "customer_id"
+    label_column: str = "churn"
+    positive_label: str | None = None
+    date_column: str | None = None
+    as_of: IsoDate | None = Field(None, description="snapshot date when there is no date column")
+
+
+class IngestParams(_Frozen):
+    source: Literal["synthetic", "snapshots", "table"] = "synthetic"
+    path: str = "data/external"
+    max_null_rate: float = Field(0.05, ge=0.0, le=1.0)
+    synthetic: SyntheticParams = SyntheticParams()
+    snapshots: SnapshotsParams = SnapshotsParams()
+    table: TableParams = TableParams()
+
+
+class PrepareParams(_Frozen):
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class HistGBParams(_Frozen):
+    learning_rate: float = Field(0.05, gt=0)
+    max_iter: int = Field(100, ge=1)
+    max_leaf_nodes: int = Field(6, ge=2)
+    max_depth: int | None = None
+    min_samples_leaf: int = Field(40, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+
+
+class RandomForestParams(_Frozen):
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int | None = 10
+    min_samples_leaf: int = Field(5, ge=1)
+    max_features: str | float = "sqrt"
+
+
+class LogisticRegressionParams(_Frozen):
+    C: float = Field(1.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
+
+
+class TrainParams(_Frozen):
+    model: Literal["hist_gb", "random_forest", "logistic_regression"] = "hist_gb"
+    class_weight: Literal["balanced", "none"] = "balanced"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="decision threshold for churn")
+    hist_gb: HistGBParams = HistGBParams()
+    random_forest: RandomForestParams = RandomForestParams()
+    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+
+
+class EvaluateParams(_Frozen):
+    importance_rows: int = Field(5000, ge=100)
+
+
+class DriftParams(_Frozen):
+    current_as_of: IsoDateOrLatest = "latest"
+
+
+class MlflowParams(_Frozen):
+    experiment: str = "streamflow-churn"
+
+
+class Params(_Frozen):
+    as_of: IsoDate = "2024-01-31"
+    random_state: int = 42
+    ingest: IngestParams = IngestParams()
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    drift: DriftParams = DriftParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; errors name the key path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ChurnError(f"{source}: {where}: {first['msg']}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ChurnError(f"{path}: not found (run from the repo root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ChurnError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ChurnError(f"{path}: expected a mapping at the top level")
+    return parse_params(raw, str(path))

@@ -1,0 +1,165 @@
+"""prepare: join the snapshot at as_of, split train/test, write online and drift tables."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from churn.errors import ChurnError, DataValidationError
+from churn.ingest import MANIFEST, RAW_DIR
+from churn.io import read_json, staged_dir, write_json, write_parquet
+from churn.params import Params
+from churn.schema import ID, LABEL, LABEL_TABLE
+
+log = logging.getLogger("churn.prepare")
+
+PREPARED_DIR = Path("data/prepared")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    online: pd.DataFrame
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    spec: dict
+
+
+def feature_name(column: str, kind: str) -> str:
+    return f"days_since_{column}" if kind == "date" else column
+
+
+def feature_spec(kinds: dict[str, str]) -> list[dict[str, str]]:
+    """Model features in a stable order; dates become day counts."""
+    return [
+        {"name": feature_name(col, kind), "kind": "numeric" if kind == "date" else kind}
+        for col, kind in kinds.items()
+    ]
+
+
+def join_snapshot(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per user: every table joined on user_id, labels last when present."""
+    names = [n for n in tables if n != LABEL_TABLE]
+    joined = tables[names[0]]
+    for name in names[1:]:
+        joined = joined.merge(tables[name], on=ID, how="inner", validate="one_to_one")
+    if LABEL_TABLE in tables:
+        joined = joined.merge(tables[LABEL_TABLE], on=ID, how="inner", validate="one_to_one")
+    return joined.sort_values(ID, kind="stable").reset_index(drop=True)
+
+
+def build_features(joined: pd.DataFrame, kinds: dict[str, str], as_of: str) -> pd.DataFrame:
+    """Model-ready columns: numbers and booleans as float64, categories as text."""
+    out: dict[str, pd.Series] = {ID: joined[ID].astype(str)}
+    stamp = pd.Timestamp(as_of)
+    for col, kind in kinds.items():
+        values = joined[col]
+        if kind == "date":
+            days = (stamp - pd.to_datetime(values, format="%Y-%m-%d")).dt.days
+            out[feature_name(col, kind)] = days.astype("float64")
+        elif kind in ("numeric", "bool"):
+            out[col] = pd.to_numeric(values.astype("Float64"), errors="coerce").astype("float64")
+        else:
+            out[col] = values.astype(object).where(values.notna(), None)
+    if LABEL in joined.columns:
+        out[LABEL] = joined[LABEL].astype(bool)
+    return pd.DataFrame(out)
+
+
+def split(
+    frame: pd.DataFrame, test_size: float, random_state: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified train/test split, reproducible from random_state."""
+    counts = frame[LABEL].value_counts()
+    if len(counts) < 2 or counts.min() < 2:
+        raise ChurnError(f"cannot split: label counts {counts.to_dict()} need both classes")
+    train, test = train_test_split(
+        frame, test_size=test_size, random_state=random_state, stratify=frame[LABEL]
+    )
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _resolve(manifest: dict, wanted: str, key: str, raw_dir: Path) -> str:
+    dates = manifest["snapshots"]
+    if wanted == "latest":
+        return dates[-1]
+    if wanted not in dates:
+        raise DataValidationError(
+            str(raw_dir / MANIFEST),
+            key,
+            "as_of_present",
+            f"no snapshot for {wanted}; available {dates}",
+        )
+    return wanted
+
+
+def load_snapshot(raw_dir: Path, manifest: dict, as_of: str) -> pd.DataFrame:
+    folder = raw_dir / as_of
+    tables = {}
+    for name in manifest["tables"]:
+        path = folder / f"{name}.parquet"
+        if path.exists():
+            tables[name] = pd.read_parquet(path)
+    return join_snapshot(tables)
+
+
+def prepare(params: Params, raw_dir: Path = RAW_DIR) -> Prepared:
+    manifest_path = raw_dir / MANIFEST
+    if not manifest_path.exists():
+        raise ChurnError(f"{manifest_path}: not found; run `churn ingest` (or `dvc repro`) first")
+    manifest = read_json(manifest_path)
+    as_of = _resolve(manifest, params.as_of, "as_of", raw_dir)
+    current_as_of = _resolve(manifest, params.drift.current_as_of, "drift.current_as_of", raw_dir)
+    online_as_of = manifest["snapshots"][-1]
+    kinds = manifest["features"]
+
+    frames: dict[str, pd.DataFrame] = {}
+    for date in dict.fromkeys([as_of, current_as_of, online_as_of]):
+        frames[date] = build_features(load_snapshot(raw_dir, manifest, date), kinds, date)
+        log.info("joined snapshot %s: %d users", date, len(frames[date]))
+    reference = frames[as_of]
+    if LABEL not in reference.columns:
+        raise DataValidationError(
+            str(raw_dir / as_of), LABEL, "labels_present", "the training snapshot has no labels"
+        )
+    train, test = split(reference, params.prepare.test_size, params.random_state)
+    features = feature_spec(kinds)
+    spec = {
+        "id": ID,
+        "label": LABEL,
+        "features": features,
+        "as_of": as_of,
+        "current_as_of": current_as_of,
+        "online_as_of": online_as_of,
+        "n_train": len(train),
+        "n_test": len(test),
+        "train_positive_rate": float(np.mean(train[LABEL])),
+    }
+    online = frames[online_as_of].drop(columns=[LABEL], errors="ignore")
+    return Prepared(train, test, online, reference, frames[current_as_of], spec)
+
+
+def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -> Prepared:
+    prepared = prepare(params, raw_dir)
+    with staged_dir(out_dir) as tmp:
+        write_parquet(prepared.train, tmp / "train.parquet")
+        write_parquet(prepared.test, tmp / "test.parquet")
+        write_parquet(prepared.online, tmp / "online_features.parquet")
+        write_parquet(prepared.reference, tmp / "reference.parquet")
+        write_parquet(prepared.current, tmp / "current.parquet")
+        write_json(tmp / "features.json", prepared.spec)
+    log.info(
+        "train %d rows, test %d rows (as_of %s); online features %s; drift current %s",
+        len(prepared.train),
+        len(prepared.test),
+        prepared.spec["as_of"],
+        prepared.spec["online_as_of"],
+        prepared.spec["current_as_of"],
+    )
+    return prepared

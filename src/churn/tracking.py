@@ -1,0 +1,132 @@
+"""Every MLflow call of the project lives here.
+
+The tracking URI is `MLFLOW_TRACKING_URI` when set, else an embedded SQLite store
+under the git-ignored `mlflow/` folder of the repo (never a DVC out).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+MLFLOW_DIR = Path("mlflow")
+MODEL_SHA_TAG = "model_sha256"
+
+
+def disable_telemetry() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(MLFLOW_DIR / 'mlflow.db').resolve()}"
+
+
+def _client():
+    disable_telemetry()
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id; local artifacts go under mlflow/artifacts for the embedded store."""
+    mlflow = _client()
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (MLFLOW_DIR / "artifacts").resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "numpy", "pandas", "scipy")]
+
+
+def log_training_run(
+    *,
+    experiment: str,
+    model: Pipeline,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    example: pd.DataFrame,
+    artifacts: list[Path],
+) -> str:
+    """Log params, tags, the model (skops, signature, input example) and files; return run id."""
+    mlflow = _client()
+    import skops.io
+    from mlflow.models import infer_signature
+    from mlflow.sklearn import log_model
+
+    experiment_id = ensure_experiment(experiment)
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    run_name = tags.get("dvc_exp_name") or None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.set_tags(tags)
+        log_model(
+            sk_model=model,
+            name="model",
+            signature=signature,
+            input_example=example.head(3),
+            pip_requirements=_pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pyfunc_predict_fn="predict_proba",
+        )
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+def find_run_by_model_sha(experiment: str, sha256: str) -> str | None:
+    """The newest run whose logged model has this sha256 (how evaluate finds train's run)."""
+    mlflow = _client()
+    experiment_obj = mlflow.get_experiment_by_name(experiment)
+    if experiment_obj is None:
+        return None
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_obj.experiment_id],
+        filter_string=f"tags.{MODEL_SHA_TAG} = '{sha256}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
+    mlflow = _client()
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))

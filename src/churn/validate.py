@@ -1,0 +1,184 @@
+"""Validate raw tables against the data contract and coerce them to typed frames.
+
+Every function here is pure: it takes a frame and returns a new typed frame, or
+raises DataValidationError naming the file, the column, the rule and some ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from churn.errors import DataValidationError
+from churn.schema import ID, Column, Table
+
+TRUE_STRINGS = frozenset({"true", "1", "1.0", "yes", "y", "t"})
+FALSE_STRINGS = frozenset({"false", "0", "0.0", "no", "n", "f"})
+
+
+def _ids(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
+    ids = frame[ID] if ID in frame.columns else pd.Series(frame.index, index=frame.index)
+    return ids[np.asarray(mask)].head(5).astype(str).tolist()
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Stripped strings with blanks and nulls as NaN (object dtype)."""
+    missing = series.isna()
+    text = series.astype(str).str.strip().astype(object)
+    text[missing.to_numpy()] = np.nan
+    return text.mask(text == "")
+
+
+def parse_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Return (float values, mask of present-but-unparseable or infinite values)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = series.astype("float64")
+        return values, pd.Series(np.isinf(values.to_numpy()), index=series.index)
+    text = _as_text(series)
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = (text.notna() & values.isna()) | np.isinf(values)
+    return values, bad
+
+
+def parse_bool(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Return (nullable boolean values, mask of unparseable values)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("boolean"), pd.Series(False, index=series.index)
+    text = _as_text(series).str.lower()
+    values = pd.Series(pd.NA, index=series.index, dtype="boolean")
+    values[text.isin(TRUE_STRINGS).to_numpy()] = True
+    values[text.isin(FALSE_STRINGS).to_numpy()] = False
+    bad = text.notna() & values.isna()
+    return values, bad
+
+
+def _check_nulls(
+    frame: pd.DataFrame, file: str, col: Column, missing: pd.Series, default_rate: float
+) -> None:
+    limit = default_rate if col.max_null_rate is None else col.max_null_rate
+    rate = float(missing.mean()) if len(missing) else 0.0
+    if rate > limit:
+        raise DataValidationError(
+            file,
+            col.name,
+            "max_null_rate",
+            f"{rate:.1%} of values are missing, the limit is {limit:.1%}",
+            _ids(frame, missing),
+        )
+
+
+def coerce_column(
+    frame: pd.DataFrame, file: str, col: Column, default_null_rate: float
+) -> pd.Series:
+    """Coerce one column to its kind, enforcing dtype, null, range and category rules."""
+    raw = frame[col.name]
+    kind = col.kind
+    if kind in ("id", "category"):
+        values = _as_text(raw)
+        bad = pd.Series(False, index=raw.index)
+    elif kind in ("bool", "label"):
+        values, bad = parse_bool(raw)
+    elif kind == "date":
+        text = _as_text(raw)
+        parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+        bad = text.notna() & parsed.isna()
+        values = parsed.dt.strftime("%Y-%m-%d").astype(object).where(parsed.notna())
+    else:
+        values, bad = parse_number(raw)
+
+    if bad.any():
+        expected = {
+            "bool": "true/false",
+            "label": "a binary label",
+            "date": "an ISO date YYYY-MM-DD",
+        }.get(kind, "a finite number")
+        examples = raw[bad.to_numpy()].head(3).tolist()
+        rule = "binary_label" if kind == "label" else "dtype"
+        raise DataValidationError(
+            file, col.name, rule, f"expected {expected}, got {examples}", _ids(frame, bad)
+        )
+
+    missing = values.isna()
+    if kind == "label" and missing.any():
+        raise DataValidationError(
+            file, col.name, "binary_label", "labels must not be missing", _ids(frame, missing)
+        )
+    _check_nulls(frame, file, col, missing, default_null_rate)
+
+    if kind == "id":
+        dup = values.duplicated(keep=False) & values.notna()
+        if dup.any():
+            raise DataValidationError(
+                file, col.name, "unique_id", f"{int(dup.sum())} rows share an id", _ids(frame, dup)
+            )
+    elif kind in ("count", "amount"):
+        negative = values < 0
+        if negative.any():
+            raise DataValidationError(
+                file,
+                col.name,
+                "non_negative",
+                f"{int(negative.sum())} negative values (min {values.min():g})",
+                _ids(frame, negative),
+            )
+        if kind == "count":
+            fractional = values.notna() & (values != np.floor(values))
+            if fractional.any():
+                raise DataValidationError(
+                    file, col.name, "dtype", "expected whole counts", _ids(frame, fractional)
+                )
+            if not missing.any():
+                values = values.astype("int64")
+    elif kind == "category" and col.categories:
+        unknown = values.notna() & ~values.isin(col.categories)
+        if unknown.any():
+            seen = sorted(values[unknown].unique().tolist())[:5]
+            raise DataValidationError(
+                file,
+                col.name,
+                "allowed_categories",
+                f"unexpected values {seen}; allowed {list(col.categories)}",
+                _ids(frame, unknown),
+            )
+    if kind in ("bool", "label") and not missing.any():
+        values = values.astype(bool)
+    return values.rename(col.name)
+
+
+def validate_table(
+    frame: pd.DataFrame, table: Table, file: str, default_null_rate: float
+) -> pd.DataFrame:
+    """Check one table against its schema and return it typed, in schema column order."""
+    if len(frame) == 0:
+        raise DataValidationError(file, "*", "empty_file", "the table has no rows")
+    for col in table.columns:
+        if col.name not in frame.columns:
+            raise DataValidationError(
+                file,
+                col.name,
+                "missing_column",
+                f"required column is absent; found {list(frame.columns)[:12]}",
+            )
+    frame = frame.reset_index(drop=True)
+    typed = {col.name: coerce_column(frame, file, col, default_null_rate) for col in table.columns}
+    return pd.DataFrame(typed)
+
+
+def check_same_ids(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str]) -> None:
+    """Every table of a snapshot must describe the same users."""
+    names = list(tables)
+    base_name = names[0]
+    base = pd.Index(tables[base_name][ID])
+    for name in names[1:]:
+        other = pd.Index(tables[name][ID])
+        if len(other) == len(base) and other.isin(base).all():
+            continue
+        extra = other.difference(base)
+        missing = base.difference(other)
+        detail = (
+            f"{len(missing)} ids of {files[base_name]} are absent here, {len(extra)} ids are extra"
+        )
+        sample = list(missing[:3]) + list(extra[:2])
+        raise DataValidationError(files[name], ID, "same_ids", detail, sample)
