@@ -68,8 +68,9 @@ def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
     if p.model == "logistic_regression":
         num_steps.append(("scale", StandardScaler()))
     cat_steps = [
-        ("none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING)),
+        # NaN first: the None imputer refuses NaN input, the NaN imputer passes None through
         ("nan", SimpleImputer(strategy="constant", fill_value=MISSING)),
+        ("none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING)),
         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
     ]
     preprocess = ColumnTransformer(
@@ -84,6 +85,16 @@ def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
             ("model", build_estimator(p, random_state)),
         ]
     )
+
+
+def fit_pipeline(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> Pipeline:
+    """Fit, then pin prediction to one job: a forest's parallel predict_proba sums trees
+    in thread order, which changes the last bits of scores from run to run."""
+    pipeline.fit(x, y)
+    estimator = pipeline.named_steps["model"]
+    if "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)
+    return pipeline
 
 
 def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold: float) -> dict:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from churn.errors import ChurnError
 
@@ -18,12 +19,14 @@ def _iso_date(value: Any) -> str:
         value = value.date()
     if isinstance(value, dt.date):
         return value.isoformat()
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO date string like '2024-01-31', got {value!r}")
-    try:
-        return dt.date.fromisoformat(value.strip()).isoformat()
-    except ValueError:
-        raise ValueError(f"malformed date {value!r}: expected YYYY-MM-DD") from None
+    text = value.strip() if isinstance(value, str) else ""
+    if len(text) == 10:
+        try:
+            return dt.date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
+    shown = repr(value).replace("{", "(").replace("}", ")")
+    raise PydanticCustomError("iso_date", f"malformed date {shown}: expected a quoted YYYY-MM-DD")
 
 
 def _iso_date_or_latest(value: Any) -> str:
@@ -135,7 +138,9 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise ChurnError(f"{source}: {where}: {first['msg']}") from None
+        raise ChurnError(
+            f"{source}: key '{where}' breaks rule '{first['type']}': {first['msg']}"
+        ) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

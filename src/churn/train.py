@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from churn import tracking
 from churn.errors import ChurnError
 from churn.io import read_json, sha256_file, write_json
-from churn.model import build_pipeline, feature_contract, feature_names
+from churn.model import build_pipeline, feature_contract, feature_names, fit_pipeline
 from churn.params import Params
 from churn.prepare import PREPARED_DIR
 
@@ -35,7 +35,7 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
     """Pure: a fitted Pipeline and its feature contract."""
     names = feature_names(spec)
     pipeline = build_pipeline(spec, params.train, params.random_state)
-    pipeline.fit(train[names], train[spec["label"]].astype(int))
+    fit_pipeline(pipeline, train[names], train[spec["label"]].astype(int))
     contract = feature_contract(spec, train, params.train.model, params.train.threshold)
     return Trained(pipeline, contract)
 

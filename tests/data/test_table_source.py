@@ -1,0 +1,113 @@
+"""The flat-table source: one CSV/parquet with an id, a label and any features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.io import read_json
+from tests.data.helpers import churn, error_line, write_params
+
+
+def telco_like(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(0, 72, n)
+    monthly = rng.uniform(20, 110, n).round(2)
+    total = (tenure * monthly).round(2).astype(str)
+    total[:3] = " "  # Telco's blank TotalCharges for brand-new customers
+    return pd.DataFrame(
+        {
+            "customerID": [f"{i:04d}-ABCDE" for i in range(n)],
+            "gender": rng.choice(["Female", "Male"], n),
+            "SeniorCitizen": rng.integers(0, 2, n),
+            "Partner": rng.choice(["Yes", "No"], n),
+            "tenure": tenure,
+            "Contract": rng.choice(["Month-to-month", "One year", "Two year"], n),
+            "MonthlyCharges": monthly,
+            "TotalCharges": total,
+            "notes": [f"free text {i}" for i in range(n)],
+            "Churn": rng.choice(["Yes", "No"], n, p=[0.3, 0.7]),
+        }
+    )
+
+
+def table_params(workdir, path, **table):
+    defaults = {"id_column": "customerID", "label_column": "Churn", "as_of": "2024-01-31"}
+    return write_params(workdir, source="table", path=str(path), table={**defaults, **table})
+
+
+def test_telco_style_csv_is_ingested_with_inferred_types(tmp_path, workdir):
+    source = tmp_path / "telco.csv"
+    telco_like().to_csv(source, index=False)
+    table_params(workdir, source)
+    result = churn(workdir, "ingest")
+    assert result.returncode == 0, result.stderr
+    assert "dropping id-like text column 'notes'" in result.stderr
+    manifest = read_json(workdir / "data/raw/manifest.json")
+    assert manifest["layout"] == "table" and manifest["snapshots"] == ["2024-01-31"]
+    kinds = manifest["features"]
+    assert kinds["SeniorCitizen"] == "bool" and kinds["Partner"] == "bool"
+    assert kinds["TotalCharges"] == "numeric" and kinds["Contract"] == "category"
+    assert "notes" not in kinds and "customerID" not in kinds
+    features = pd.read_parquet(workdir / "data/raw/2024-01-31/features.parquet")
+    assert features["TotalCharges"].isna().sum() == 3  # blanks became missing
+    labels = pd.read_parquet(workdir / "data/raw/2024-01-31/labels.parquet")
+    assert labels["churn_label"].dtype == bool
+    # the rest of the pipeline runs on it unchanged
+    assert churn(workdir, "prepare").returncode == 0
+    assert churn(workdir, "train", "--no-mlflow").returncode == 0
+
+
+def test_configured_positive_label_and_date_column(tmp_path, workdir):
+    frame = telco_like(160)
+    frame["Churn"] = np.where(frame["Churn"] == "Yes", "Attrited Customer", "Existing Customer")
+    frame["snapshot"] = ["2024-01-31"] * 80 + ["2024-02-29"] * 80
+    source = tmp_path / "bank.parquet"
+    frame.to_parquet(source, index=False)
+    table_params(workdir, source, positive_label="Attrited Customer", date_column="snapshot",
+                 as_of=None)  # fmt: skip
+    result = churn(workdir, "ingest")
+    assert result.returncode == 0, result.stderr
+    manifest = read_json(workdir / "data/raw/manifest.json")
+    assert manifest["snapshots"] == ["2024-01-31", "2024-02-29"]
+    assert manifest["n_users"] == {"2024-01-31": 80, "2024-02-29": 80}
+    labels = pd.read_parquet(workdir / "data/raw/2024-02-29/labels.parquet")
+    expected = (frame["Churn"].iloc[80:] == "Attrited Customer").to_numpy()
+    assert np.array_equal(labels["churn_label"].to_numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("values", "positive"), [(["Yes", "No", "Unsure"], None), (["a", "b", "c"], "a")]
+)
+def test_non_binary_label_is_refused(values, positive, tmp_path, workdir):
+    frame = telco_like(30)
+    frame["Churn"] = (values * 10)[:30]
+    source = tmp_path / "t.csv"
+    frame.to_csv(source, index=False)
+    table_params(workdir, source, positive_label=positive)
+    result = churn(workdir, "ingest")
+    assert result.returncode != 0
+    message = error_line(result)
+    assert "'Churn'" in message and "'binary_label'" in message and "t.csv" in message
+    assert not (workdir / "data/raw").exists()
+
+
+def test_missing_id_column_is_refused(tmp_path, workdir):
+    source = tmp_path / "t.csv"
+    telco_like(30).drop(columns="customerID").to_csv(source, index=False)
+    table_params(workdir, source)
+    message = error_line(churn(workdir, "ingest"))
+    assert "'customerID'" in message and "'missing_column'" in message
+
+
+def test_real_course_snapshots_ingest_with_a_params_change_only(shared_data, workdir):
+    write_params(workdir, source="snapshots", path=str(shared_data),
+                 snapshots={"first_as_of": "2024-01-31"})  # fmt: skip
+    result = churn(workdir, "ingest")
+    assert result.returncode == 0, result.stderr
+    manifest = read_json(workdir / "data/raw/manifest.json")
+    assert manifest["snapshots"] == ["2024-01-31", "2024-02-29"]
+    assert manifest["n_users"] == {"2024-01-31": 7043, "2024-02-29": 7043}
+    subs = pd.read_parquet(workdir / "data/raw/2024-01-31/subscriptions.parquet")
+    assert subs["plan_stream_tv"].isna().sum() == 1526  # the documented quirk survives
