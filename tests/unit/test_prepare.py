@@ -43,15 +43,15 @@ def test_build_features_turns_dates_into_days_and_bools_into_floats():
     assert np.isnan(features.loc[1, "tv"]) and features.loc[0, "tv"] == 1.0
     assert features["churn_label"].dtype == bool
     assert "signup_date" not in features
-    assert [f["name"] for f in feature_spec(KINDS)][0] == "days_since_signup_date"
+    assert next(f["name"] for f in feature_spec(KINDS)) == "days_since_signup_date"
 
 
 def test_split_is_stratified_and_reproducible():
     frame = pd.DataFrame(
         {"user_id": range(100), "x": range(100), "churn_label": [1] * 20 + [0] * 80}
     )
-    train_a, test_a = split(frame, 0.25, 3)
-    train_b, test_b = split(frame, 0.25, 3)
+    _train_a, test_a = split(frame, 0.25, 3)
+    _train_b, test_b = split(frame, 0.25, 3)
     pd.testing.assert_frame_equal(test_a, test_b)
     assert test_a["churn_label"].sum() == 5 and len(test_a) == 25
     _, test_c = split(frame, 0.25, 4)

@@ -1,0 +1,141 @@
+"""The real `dvc repro` on small synthetic data in a temp git repo: outputs, no-op reruns,
+determinism, param-scoped reruns, experiments and metrics diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+    )  # fmt: skip
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(repo, str(BIN / "dvc"), *args, check=check)
+
+
+def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
+    text = result.stdout + result.stderr
+    return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage")]
+
+
+def set_param(repo: Path, dotted: str, value: object) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, repo / name)
+    shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "data" / "external", repo / "data" / "external")
+    set_param(repo, "ingest.synthetic.n_users", 800)
+    set_param(repo, "ingest.synthetic.n_months", 3)
+    sh(repo, "git", "init", "-q")
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.analytics", "false")
+    first = dvc(repo, "repro")
+    assert ran_stages(first) == ["ingest", "prepare", "train", "evaluate"]
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "first run")
+    return repo
+
+
+def test_first_run_writes_every_output_and_an_mlflow_run(repo):
+    for path in ("data/raw/manifest.json", "data/prepared/train.parquet",
+                 "data/prepared/online_features.parquet", "data/prepared/reference.parquet",
+                 "models/model.joblib", "models/feature_contract.json",
+                 "reports/plots/roc.json", "reports/plots/confusion.csv"):  # fmt: skip
+        assert (repo / path).is_file(), path
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["roc_auc"] > 0.8 and metrics["n_test"] == 160
+    assert (repo / "mlflow" / "mlflow.db").is_file()
+    assert "path: mlflow" not in (repo / "dvc.lock").read_text()  # never a DVC out
+
+
+def test_outputs_hold_no_absolute_paths(repo):
+    for path in ("data/raw/manifest.json", "data/prepared/features.json",
+                 "models/feature_contract.json", "reports/metrics.json", "dvc.lock"):  # fmt: skip
+        text = (repo / path).read_text()
+        assert str(repo) not in text and "/tmp" not in text, path
+
+
+def test_noop_repro_runs_nothing(repo):
+    before = (repo / "dvc.lock").read_text()
+    result = dvc(repo, "repro")
+    assert ran_stages(result) == []
+    assert "up to date" in result.stdout
+    assert (repo / "dvc.lock").read_text() == before
+
+
+def test_forced_repro_gives_the_same_lock(repo):
+    committed = (repo / "dvc.lock").read_text()
+    assert ran_stages(dvc(repo, "repro", "-f")) == ["ingest", "prepare", "train", "evaluate"]
+    assert (repo / "dvc.lock").read_text() == committed
+    assert sh(repo, "git", "status", "--porcelain").stdout == ""
+
+
+def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
+    set_param(repo, "train.hist_gb.max_iter", 20)
+    assert ran_stages(dvc(repo, "repro")) == ["train", "evaluate"]
+    sh(repo, "git", "commit", "-qam", "fewer boosting rounds")
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    change = diff["reports/metrics.json"]["roc_auc"]
+    assert change["old"] != change["new"]
+    params_diff = json.loads(dvc(repo, "params", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    assert params_diff["params.yaml"]["train.hist_gb.max_iter"] == {
+        "old": 100,
+        "new": 20,
+        "diff": -80,
+    }
+
+
+def test_as_of_reruns_prepare_onwards_but_not_ingest(repo):
+    set_param(repo, "as_of", "2024-02-29")
+    assert ran_stages(dvc(repo, "repro")) == ["prepare", "train", "evaluate"]
+    contract = json.loads((repo / "models/feature_contract.json").read_text())
+    assert contract["as_of"] == "2024-02-29"
+    sh(repo, "git", "commit", "-qam", "train on February")
+
+
+def test_experiment_run_with_set_param_shows_in_exp_show(repo):
+    result = dvc(repo, "exp", "run", "-S", "train.model=logistic_regression")
+    assert ran_stages(result) == ["train", "evaluate"]
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "logistic_regression" in text
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout")
+    assert ran_stages(dvc(repo, "repro")) == []
