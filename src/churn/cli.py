@@ -62,10 +62,26 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
                 err=True,
             )
             raise typer.Exit(2) from None
-        logging.getLogger(f"churn.{name}").info("done in %.1f s", time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        logging.getLogger(f"churn.{name}").info("done in %.1f s", elapsed)
+        _record_stage(name, elapsed)
         return result
 
     return wrapper
+
+
+def _record_stage(name: str, elapsed: float) -> None:
+    """Append wall time and peak RSS to $CHURN_STAGE_LOG (used by benchmarks/pipeline)."""
+    target = os.environ.get("CHURN_STAGE_LOG")
+    if not target:
+        return
+    import json
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    with open(target, "a") as fh:
+        fh.write(json.dumps({"stage": name, "wall_s": round(elapsed, 3),
+                             "peak_rss_mb": round(peak_mb, 1)}) + "\n")  # fmt: skip
 
 
 def _version(value: bool) -> None:

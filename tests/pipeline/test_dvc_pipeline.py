@@ -139,3 +139,25 @@ def test_experiment_run_with_set_param_shows_in_exp_show(repo):
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout")
     assert ran_stages(dvc(repo, "repro")) == []
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) absent")
+def test_dvc_plots_render_offline_in_headless_chromium(repo):
+    shutil.copytree(REPO_ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)
+    dvc(repo, "config", "plots.html_template", "plots/offline.html")
+    dvc(repo, "plots", "show", "-o", "plots_html")
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    dom = sh(
+        repo, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={repo / 'chromium-profile'}",
+        "--virtual-time-budget=5000", "--dump-dom", (repo / "plots_html" / "index.html").as_uri(),
+    ).stdout  # fmt: skip
+    # vega-embed replaces each placeholder div with a rendered chart
+    assert dom.count('class="vega-embed') >= 5
+    for title in ("ROC curve", "Confusion matrix", "Permutation importance"):
+        assert title in page
