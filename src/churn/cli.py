@@ -146,5 +146,15 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), mlflow: TrackOpt = True) -
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command()
+@stage
+def drift(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Evidently drift of the current snapshot against the training one (reports/drift.*)."""
+    from churn import drift as stage_module
+    from churn.params import load_params
+
+    stage_module.run(load_params(params))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

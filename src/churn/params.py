@@ -114,6 +114,12 @@ class EvaluateParams(_Frozen):
 
 class DriftParams(_Frozen):
     current_as_of: IsoDateOrLatest = "latest"
+    threshold: float = Field(0.3, gt=0.0, le=1.0, description="drifted-feature share to retrain")
+    max_auc_drop: float = Field(0.05, ge=0.0, description="AUC drop on current labels to retrain")
+    max_rows: int = Field(200_000, ge=1000, description="sample each side above this many rows")
+    count_categories: int = Field(
+        5, ge=2, description="integer columns with few values: categorical"
+    )
 
 
 class MlflowParams(_Frozen):

@@ -31,16 +31,11 @@ class Prepared:
     spec: dict
 
 
-def feature_name(column: str, kind: str) -> str:
-    return f"days_since_{column}" if kind == "date" else column
-
-
 def feature_spec(kinds: dict[str, str]) -> list[dict[str, str]]:
-    """Model features in a stable order; dates become day counts."""
-    return [
-        {"name": feature_name(col, kind), "kind": "numeric" if kind == "date" else kind}
-        for col, kind in kinds.items()
-    ]
+    """Model features in a stable order. Dates (signup_date) are not features: their age
+    grows with every snapshot by construction, so they would always read as drift;
+    months_active carries tenure."""
+    return [{"name": col, "kind": kind} for col, kind in kinds.items() if kind != "date"]
 
 
 def join_snapshot(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -54,16 +49,14 @@ def join_snapshot(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return joined.sort_values(ID, kind="stable").reset_index(drop=True)
 
 
-def build_features(joined: pd.DataFrame, kinds: dict[str, str], as_of: str) -> pd.DataFrame:
+def build_features(joined: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     """Model-ready columns: numbers and booleans as float64, categories as text."""
     out: dict[str, pd.Series] = {ID: joined[ID].astype(str)}
-    stamp = pd.Timestamp(as_of)
     for col, kind in kinds.items():
         values = joined[col]
         if kind == "date":
-            days = (stamp - pd.to_datetime(values, format="%Y-%m-%d")).dt.days
-            out[feature_name(col, kind)] = days.astype("float64")
-        elif kind in ("numeric", "bool"):
+            continue
+        if kind in ("numeric", "bool"):
             out[col] = pd.to_numeric(values.astype("Float64"), errors="coerce").astype("float64")
         else:
             out[col] = values.astype(object).where(values.notna(), None)
@@ -121,7 +114,7 @@ def prepare(params: Params, raw_dir: Path = RAW_DIR) -> Prepared:
 
     frames: dict[str, pd.DataFrame] = {}
     for date in dict.fromkeys([as_of, current_as_of, online_as_of]):
-        frames[date] = build_features(load_snapshot(raw_dir, manifest, date), kinds, date)
+        frames[date] = build_features(load_snapshot(raw_dir, manifest, date), kinds)
         log.info("joined snapshot %s: %d users", date, len(frames[date]))
     reference = frames[as_of]
     if LABEL not in reference.columns:

@@ -22,7 +22,7 @@ def frame_and_spec(raw_tables, files, as_of):
     """Validate, join and featurise one snapshot the way ingest + prepare do."""
     typed = ingest.validate_snapshot(raw_tables, files, 0.05)
     kinds = ingest.feature_kinds(typed)
-    frame = build_features(join_snapshot(typed), kinds, as_of)
+    frame = build_features(join_snapshot(typed), kinds)
     spec = {"id": "user_id", "label": "churn_label", "as_of": as_of,
             "features": feature_spec(kinds)}  # fmt: skip
     return frame, spec

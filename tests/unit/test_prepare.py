@@ -35,15 +35,14 @@ def test_join_rejects_duplicate_users():
         join_snapshot(tables)
 
 
-def test_build_features_turns_dates_into_days_and_bools_into_floats():
+def test_build_features_drops_dates_and_turns_bools_into_floats():
     joined = join_snapshot(tiny_tables())
-    features = build_features(joined, KINDS, "2024-01-31")
-    assert features["days_since_signup_date"].tolist() == [30.0] * 4
+    features = build_features(joined, KINDS)
+    assert "signup_date" not in features
     assert features["tv"].dtype == "float64"
     assert np.isnan(features.loc[1, "tv"]) and features.loc[0, "tv"] == 1.0
     assert features["churn_label"].dtype == bool
-    assert "signup_date" not in features
-    assert next(f["name"] for f in feature_spec(KINDS)) == "days_since_signup_date"
+    assert [f["name"] for f in feature_spec(KINDS)] == ["tier", "hours", "tv"]
 
 
 def test_split_is_stratified_and_reproducible():

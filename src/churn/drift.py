@@ -1,0 +1,253 @@
+"""drift: Evidently data drift between the training snapshot and the current one.
+
+Evidently is used only inside `compute_drift`; swapping the drift library touches
+this function alone. Writes reports/drift.json (DVC metrics) and a self-contained
+reports/drift.html whose random element ids are renumbered so reruns are identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from churn.errors import ChurnError
+from churn.evaluate import REPORTS_DIR
+from churn.io import atomic_write_text, read_json, round_floats, write_json
+from churn.model import feature_names
+from churn.params import DriftParams, Params
+from churn.prepare import PREPARED_DIR
+from churn.train import MODEL_FILE, MODELS_DIR
+
+log = logging.getLogger("churn.drift")
+
+SCORE = "churn_score"
+_RANDOM_IDS = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?<=metric_)[0-9a-f]{32}"
+)
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    summary: dict[str, Any]
+    html: str
+
+
+def column_types(reference: pd.DataFrame, spec: dict, count_categories: int) -> dict[str, str]:
+    """Declare every feature's type: categories and booleans are categorical, and so are
+    integer counts with few distinct values (failed payments, tickets); the rest numerical."""
+    types = {}
+    for feature in spec["features"]:
+        name, kind = feature["name"], feature["kind"]
+        if kind in ("category", "bool"):
+            types[name] = "categorical"
+            continue
+        values = reference[name].dropna().to_numpy()
+        is_integer = values.size > 0 and bool(np.all(values == np.round(values)))
+        few = len(np.unique(values)) <= count_categories
+        types[name] = "categorical" if is_integer and few else "numerical"
+    return types
+
+
+def is_drifted(method: str, score: float, threshold: float) -> bool:
+    """p-value tests flag drift below the threshold, distances at or above it."""
+    return score < threshold if "p_value" in method else score >= threshold
+
+
+def _stable_html(html: str) -> str:
+    ids: dict[str, str] = {}
+
+    def renumber(match: re.Match) -> str:
+        text = match.group(0)
+        n = ids.setdefault(text, str(len(ids)))
+        return f"{int(n):032x}" if len(text) == 32 else f"00000000-0000-0000-0000-{int(n):012x}"
+
+    return _RANDOM_IDS.sub(renumber, html)
+
+
+def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    return frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
+
+
+def _column_results(metrics: list[dict]) -> dict[str, dict]:
+    out = {}
+    for metric in metrics:
+        config = metric["config"]
+        if not config.get("type", "").endswith("ValueDrift"):
+            continue
+        score = float(metric["value"])
+        threshold = float(config["threshold"])
+        method = str(config["method"])
+        out[config["column"]] = {
+            "method": method,
+            "score": score,
+            "threshold": threshold,
+            "drifted": is_drifted(method, score, threshold),
+        }
+    return out
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    types: dict[str, str],
+    extra: dict[str, str] | None = None,
+) -> tuple[dict[str, dict], str]:
+    """Per-column drift (method, score, threshold, verdict) and the HTML report.
+
+    `types` maps feature columns to "numerical"/"categorical"; `extra` adds columns
+    (e.g. the model score or the label) that are tested but not counted as features.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    extra = extra or {}
+    all_types = {**types, **extra}
+    definition = DataDefinition(
+        numerical_columns=[c for c, t in all_types.items() if t == "numerical"],
+        categorical_columns=[c for c, t in all_types.items() if t == "categorical"],
+    )
+    columns = list(all_types)
+    metrics: list = [DataDriftPreset(columns=list(types))]
+    metrics += [ValueDrift(column=c) for c in extra]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # constant columns make Evidently's correlation widgets divide by zero
+        warnings.simplefilter("ignore")
+        snapshot = Report(metrics).run(
+            reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+            current_data=Dataset.from_pandas(current[columns], data_definition=definition),
+        )
+        html = snapshot.get_html_str(as_iframe=False)
+    return _column_results(snapshot.dict()["metrics"]), _stable_html(html)
+
+
+def _label_flip_rate(reference: pd.DataFrame, current: pd.DataFrame, id_col: str, label: str):
+    both = reference[[id_col, label]].merge(current[[id_col, label]], on=id_col)
+    if both.empty:
+        return None
+    return float((both[f"{label}_x"] != both[f"{label}_y"]).mean())
+
+
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    test: pd.DataFrame,
+    model: Any,
+    spec: dict,
+    p: DriftParams,
+    random_state: int,
+) -> DriftResult:
+    """Feature drift, prediction drift and (when current has labels) target and concept drift."""
+    names = feature_names(spec)
+    label, id_col = spec["label"], spec["id"]
+    n_reference, n_current = len(reference), len(current)
+    reference = _sample(reference, p.max_rows, random_state)
+    current = _sample(current, p.max_rows, random_state)
+    ref_scores = model.predict_proba(reference[names])[:, 1]
+    cur_scores = model.predict_proba(current[names])[:, 1]
+    has_labels = label in current.columns
+    extra = {SCORE: "numerical"}
+    reference = reference.assign(**{SCORE: ref_scores})
+    current = current.assign(**{SCORE: cur_scores})
+    if has_labels:
+        extra[label] = "categorical"
+        reference = reference.assign(**{label: reference[label].astype(int)})
+        current = current.assign(**{label: current[label].astype(int)})
+
+    types = column_types(reference, spec, p.count_categories)
+    columns, html = compute_drift(reference, current, types, extra)
+    features = {name: {"type": types[name], **columns[name]} for name in types}
+    drifted = sorted(name for name, c in features.items() if c["drifted"])
+    share = len(drifted) / len(features)
+
+    prediction = {
+        **columns[SCORE],
+        "reference_mean": float(ref_scores.mean()),
+        "current_mean": float(cur_scores.mean()),
+    }
+    target = concept = None
+    if has_labels:
+        target = {
+            **columns[label],
+            "reference_rate": float(reference[label].mean()),
+            "current_rate": float(current[label].mean()),
+            "label_flip_rate": _label_flip_rate(reference, current, id_col, label),
+        }
+        y_test = test[label].astype(int).to_numpy()
+        auc_reference = float(roc_auc_score(y_test, model.predict_proba(test[names])[:, 1]))
+        auc_current = float(roc_auc_score(current[label], cur_scores))
+        concept = {
+            "auc_reference_test": auc_reference,
+            "auc_current": auc_current,
+            "auc_drop": auc_reference - auc_current,
+            "threshold": p.max_auc_drop,
+            "drifted": auc_reference - auc_current > p.max_auc_drop,
+        }
+    retrain = share >= p.threshold or bool(concept and concept["drifted"])
+    summary = {
+        "reference_as_of": spec["as_of"],
+        "current_as_of": spec["current_as_of"],
+        "n_reference": n_reference,
+        "n_current": n_current,
+        "sampled": n_reference > p.max_rows or n_current > p.max_rows,
+        "sample_rows": p.max_rows if max(n_reference, n_current) > p.max_rows else None,
+        "n_features": len(features),
+        "n_drifted": len(drifted),
+        "drift_share": share,
+        "threshold": p.threshold,
+        "drifted_columns": drifted,
+        "retrain_recommended": retrain,
+        "retrain_reasons": [
+            reason
+            for reason, hit in (
+                (f"drift_share {share:.3f} >= {p.threshold}", share >= p.threshold),
+                (
+                    "concept drift: AUC on current labels dropped",
+                    bool(concept and concept["drifted"]),
+                ),
+            )
+            if hit
+        ],
+        "prediction_drift": prediction,
+        "target_drift": target,
+        "concept_drift": concept,
+        "columns": features,
+    }
+    return DriftResult(round_floats(summary, 6), html)
+
+
+def run(
+    params: Params,
+    prepared_dir: Path = PREPARED_DIR,
+    models_dir: Path = MODELS_DIR,
+    reports_dir: Path = REPORTS_DIR,
+) -> DriftResult:
+    needed = [prepared_dir / n for n in ("reference.parquet", "current.parquet", "test.parquet",
+                                         "features.json")] + [models_dir / MODEL_FILE]  # fmt: skip
+    for path in needed:
+        if not path.exists():
+            raise ChurnError(f"{path}: not found; run the earlier stages first (dvc repro)")
+    spec = read_json(prepared_dir / "features.json")
+    reference = pd.read_parquet(prepared_dir / "reference.parquet")
+    current = pd.read_parquet(prepared_dir / "current.parquet")
+    test = pd.read_parquet(prepared_dir / "test.parquet")
+    model = joblib.load(models_dir / MODEL_FILE)
+    log.info("drift %s -> %s (%d vs %d rows)", spec["as_of"], spec["current_as_of"],
+             len(reference), len(current))  # fmt: skip
+    result = drift_report(reference, current, test, model, spec, params.drift, params.random_state)
+    write_json(reports_dir / "drift.json", result.summary)
+    atomic_write_text(reports_dir / "drift.html", result.html)
+    s = result.summary
+    log.info("drift share %.2f (%d/%d columns: %s); retrain recommended: %s",
+             s["drift_share"], s["n_drifted"], s["n_features"],
+             ", ".join(s["drifted_columns"]) or "none", s["retrain_recommended"])  # fmt: skip
+    return result
