@@ -47,7 +47,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        name = func.__name__.rstrip("_")
+        name = func.__name__.replace("registry_", "registry ")
         try:
             result = func(*args, **kwargs)
         except ChurnError as exc:
@@ -154,6 +154,100 @@ def drift(params: ParamsOpt = Path("params.yaml")) -> None:
     from churn.params import load_params
 
     stage_module.run(load_params(params))
+
+
+@app.command()
+@stage
+def promote(
+    params: ParamsOpt = Path("params.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="decide and report; touch no registry or alias")
+    ] = False,
+) -> None:
+    """Gate the candidate against the champion; on pass move the `champion` alias."""
+    from churn import promote as stage_module
+    from churn.params import load_params
+
+    stage_module.run(load_params(params), dry_run=dry_run)
+
+
+@app.command()
+@stage
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in history)")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="version (default: the previous champion)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Move the `champion` alias and registry/champion.json back to another version."""
+    from churn import registry as reg
+    from churn.params import load_params
+
+    entry = reg.rollback(load_params(params).promote.model_name, to, reason)
+    typer.echo(f"champion is now version {entry['version']} (sha256 {entry['sha256'][:12]}…)")
+
+
+registry_app = typer.Typer(help="Inspect and check the model registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("show")
+@stage
+def registry_show(params: ParamsOpt = Path("params.yaml"), last: int = 5) -> None:
+    """Champion, challenger and the last decisions."""
+    import json
+
+    from churn import registry as reg
+    from churn import tracking
+    from churn.params import load_params
+
+    name = load_params(params).promote.model_name
+    champion = reg.read_champion()
+    if champion is None:
+        typer.echo("no champion yet: run `dvc repro`")
+    else:
+        keys = ("model_name", "version", "sha256", "as_of", "model", "decided_at", "reason")
+        typer.echo(json.dumps({k: champion.get(k) for k in keys}, indent=2))
+        typer.echo(f"metrics: {json.dumps(champion.get('metrics', {}))}")
+    typer.echo(f"challenger version: {tracking.alias_version(name, reg.CHALLENGER)}")
+    for record in reg.read_history()[-last:]:
+        typer.echo(f"{record['at']}  {record['action']:<8} {record.get('version_before')} -> "
+                   f"{record.get('version_after')}  {record.get('reason', '')}")  # fmt: skip
+
+
+@registry_app.command("history")
+@stage
+def registry_history() -> None:
+    """Every promote, skip, rollback and repair, oldest first (JSON lines)."""
+    import json
+
+    from churn import registry as reg
+
+    for record in reg.read_history():
+        typer.echo(json.dumps(record))
+
+
+@registry_app.command("verify")
+@stage
+def registry_verify(
+    params: ParamsOpt = Path("params.yaml"),
+    repair: Annotated[
+        bool, typer.Option("--repair", help="move the alias to match the file")
+    ] = False,
+) -> None:
+    """Check champion.json, the MLflow alias and the artifact sha256 agree."""
+    from churn import registry as reg
+    from churn.errors import ChurnError
+    from churn.params import load_params
+
+    problems = reg.verify(load_params(params).promote.model_name, repair=repair)
+    for problem in problems:
+        typer.echo(f"- {problem}")
+    unresolved = [p for p in problems if not p.endswith("(repaired)")]
+    if unresolved:
+        raise ChurnError(f"{len(unresolved)} registry problem(s), listed above")
+    typer.echo("registry ok: champion.json, alias and artifact agree")
 
 
 if __name__ == "__main__":  # pragma: no cover

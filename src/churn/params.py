@@ -122,6 +122,18 @@ class DriftParams(_Frozen):
     )
 
 
+class PromoteParams(_Frozen):
+    model_name: str = "streamflow-churn"
+    metric: Literal["roc_auc", "pr_auc", "f1", "recall_at_top_10pct"] = "roc_auc"
+    margin: float = Field(0.0, description="candidate - champion must be at least this")
+    min_roc_auc: float = Field(0.75, ge=0.0, le=1.0)
+    min_pr_auc: float = Field(0.4, ge=0.0, le=1.0)
+    min_positive_rate: float = Field(0.02, ge=0.0, le=1.0)
+    max_positive_rate: float = Field(0.7, ge=0.0, le=1.0)
+    latency_budget_ms: float = Field(500.0, gt=0, description="1 000-row batch predict_proba")
+    allow_contract_change: bool = False
+
+
 class MlflowParams(_Frozen):
     experiment: str = "streamflow-churn"
 
@@ -134,6 +146,7 @@ class Params(_Frozen):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     drift: DriftParams = DriftParams()
+    promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
 
 

@@ -130,3 +130,73 @@ def log_metrics(run_id: str, metrics: dict[str, float], artifacts: list[Path]) -
         client.log_metric(run_id, key, float(value))
     for path in artifacts:
         client.log_artifact(run_id, str(path))
+
+
+# --- model registry ---------------------------------------------------------------
+
+
+def run_summary(run_id: str) -> dict[str, Any]:
+    """Metrics, tags and artifact URI of a run."""
+    client = _client().MlflowClient()
+    run = client.get_run(run_id)
+    return {
+        "run_id": run_id,
+        "metrics": dict(run.data.metrics),
+        "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        "artifact_uri": run.info.artifact_uri,
+    }
+
+
+def find_version_by_sha(name: str, sha256: str) -> str | None:
+    """The newest registered version of `name` whose model sha256 tag matches."""
+    client = _client().MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # the registered model does not exist yet
+        return None
+    matching = [v for v in versions if v.tags.get(MODEL_SHA_TAG) == sha256]
+    if not matching:
+        return None
+    return str(max(int(v.version) for v in matching))
+
+
+def register_version(name: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register runs:/<run_id>/model as a new version of `name`, tagged; return the version."""
+    mlflow = _client()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="StreamFlow churn classifier")
+    version = client.create_model_version(
+        name=name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
+    )
+    return str(version.version)
+
+
+def version_summary(name: str, version: str) -> dict[str, Any] | None:
+    client = _client().MlflowClient()
+    try:
+        v = client.get_model_version(name, version)
+    except Exception:
+        return None
+    return {"version": str(v.version), "run_id": v.run_id, "tags": dict(v.tags)}
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    client = _client().MlflowClient()
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    _client().MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def download_artifact(artifact_uri: str, dst: Path) -> Path:
+    """Fetch one artifact (e.g. runs:/<id>/model.joblib) into dst; return the local path."""
+    mlflow = _client()
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst)))

@@ -97,7 +97,7 @@ def run(
             params=model_params(params),
             tags=tags,
             example=train[names].head(100),
-            artifacts=[contract_path],
+            artifacts=[contract_path, model_path],  # the exact bytes promote and serving use
         )
         log.info("logged MLflow run %s to %s", run_id, tracking.tracking_uri())
     return trained

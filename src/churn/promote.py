@@ -1,0 +1,294 @@
+"""promote: gate the candidate against the champion and move the `champion` alias.
+
+The gates are pure functions of the two models, the test set and the reports, so
+reports/promotion.json is the same on every rerun; measured latency goes only to
+registry/history.jsonl. Inside `dvc exp run` (DVC_EXP_NAME) or with --dry-run,
+promote decides and reports but touches neither registry/ nor the MLflow aliases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from churn import registry, tracking
+from churn.errors import ChurnError
+from churn.evaluate import REPORTS_DIR, compute_metrics
+from churn.io import read_json, round_floats, sha256_file, write_json
+from churn.model import feature_names
+from churn.params import Params, PromoteParams
+from churn.prepare import PREPARED_DIR
+from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR
+
+log = logging.getLogger("churn.promote")
+
+PASS, FAIL, INFO = "pass", "fail", "info"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: Any
+    sha256: str
+    contract: dict
+    metrics: dict
+
+
+def gate(name: str, value: Any, threshold: Any, ok: bool | None, detail: str = "") -> dict:
+    verdict = INFO if ok is None else (PASS if ok else FAIL)
+    return {"gate": name, "value": value, "threshold": threshold, "verdict": verdict,
+            "detail": detail}  # fmt: skip
+
+
+def contract_differences(candidate: dict, champion: dict) -> list[str]:
+    """Feature names and kinds that differ between two feature contracts."""
+    a = {f["name"]: f["kind"] for f in candidate["features"]}
+    b = {f["name"]: f["kind"] for f in champion["features"]}
+    diffs = [f"+{n}" for n in sorted(set(a) - set(b))] + [f"-{n}" for n in sorted(set(b) - set(a))]
+    diffs += [f"{n}: {b[n]}->{a[n]}" for n in sorted(set(a) & set(b)) if a[n] != b[n]]
+    return diffs
+
+
+def batch_latency_ms(model: Any, x: pd.DataFrame, rows: int = 1000, repeats: int = 5) -> float:
+    """Median wall time of predict_proba on a 1 000-row batch."""
+    batch = x.sample(n=rows, replace=len(x) < rows, random_state=0)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict_proba(batch)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.median(timings))
+
+
+def evaluate_gates(
+    candidate: Candidate,
+    champion: dict | None,
+    champion_model: Any | None,
+    test: pd.DataFrame,
+    drift: dict | None,
+    rolled_back: set[str],
+    p: PromoteParams,
+    threshold: float,
+) -> tuple[list[dict], float]:
+    """Every gate with value, threshold and verdict; also the measured latency (ms)."""
+    names = feature_names({"features": candidate.contract["features"]})
+    y = test[candidate.contract["label"]].astype(int).to_numpy()
+    scores = candidate.model.predict_proba(test[names])[:, 1]
+    m = candidate.metrics
+    gates = [
+        gate("quality_floor_roc_auc", m["roc_auc"], p.min_roc_auc, m["roc_auc"] >= p.min_roc_auc),
+        gate("quality_floor_pr_auc", m["pr_auc"], p.min_pr_auc, m["pr_auc"] >= p.min_pr_auc),
+    ]
+    if champion is None:
+        gates.append(gate("non_regression", None, p.margin, True, "no champion yet"))
+    else:
+        cand_value = compute_metrics(y, scores, threshold, 0)[p.metric]
+        if champion_model is not None:
+            champ_names = feature_names({"features": _features(champion)}) or names
+            champ_scores = champion_model.predict_proba(test[champ_names])[:, 1]
+            champ_value = compute_metrics(y, champ_scores, threshold, 0)[p.metric]
+            basis = "both scored on this test set"
+        else:
+            champ_value = champion["metrics"].get(p.metric)
+            basis = "champion artifact absent: its recorded metric"
+        if champ_value is None:
+            gates.append(
+                gate("non_regression", None, p.margin, False, f"champion has no {p.metric}")
+            )
+        else:
+            delta = cand_value - champ_value
+            detail = f"{p.metric} {cand_value:.4f} vs champion {champ_value:.4f}; {basis}"
+            ok = delta >= p.margin
+            gates.append(gate("non_regression", round(delta, 6), p.margin, ok, detail))
+    if champion is None or not _features(champion):
+        gates.append(gate("feature_contract", [], None, True, "no champion contract to match"))
+    else:
+        diffs = contract_differences(candidate.contract, {"features": _features(champion)})
+        ok = not diffs or p.allow_contract_change
+        detail = "allowed by promote.allow_contract_change" if diffs and ok else ""
+        gates.append(gate("feature_contract", diffs, "identical names and kinds", ok, detail))
+    bad = int((~np.isfinite(scores) | (scores < 0) | (scores > 1)).sum())
+    gates.append(gate("sanity_scores", bad, 0, bad == 0, "NaN or outside [0, 1]"))
+    rate = float((scores >= threshold).mean())
+    band = [p.min_positive_rate, p.max_positive_rate]
+    gates.append(gate("sanity_positive_rate", round(rate, 6), band, band[0] <= rate <= band[1]))
+    latency = batch_latency_ms(candidate.model, test[names])
+    gates.append(gate("sanity_latency", None, p.latency_budget_ms, latency <= p.latency_budget_ms,
+                      "1 000-row batch; measured value in registry/history.jsonl"))  # fmt: skip
+    gates.append(gate("not_rolled_back", candidate.sha256 in rolled_back, False,
+                      candidate.sha256 not in rolled_back,
+                      "a model rolled back from is not promoted again"))  # fmt: skip
+    if drift is not None:
+        context = {k: drift.get(k) for k in ("current_as_of", "drift_share", "retrain_recommended")}
+        gates.append(gate("drift_context", context, drift.get("threshold"), None))
+    return gates, latency
+
+
+def _features(entry: dict) -> list[dict]:
+    return entry.get("features") or []
+
+
+def _report(candidate: Candidate, champion: dict | None, gates: list[dict], mode: str) -> dict:
+    failed = [g["gate"] for g in gates if g["verdict"] == FAIL]
+    return round_floats(
+        {
+            "mode": mode,
+            "decision": "skip" if failed else "promote",
+            "passed": not failed,
+            "failed_gates": failed,
+            "candidate": {
+                "sha256": candidate.sha256,
+                "as_of": candidate.contract["as_of"],
+                "model": candidate.contract["model"],
+                "roc_auc": candidate.metrics["roc_auc"],
+                "pr_auc": candidate.metrics["pr_auc"],
+            },
+            "champion_before": None
+            if champion is None
+            else {k: champion.get(k) for k in ("version", "sha256", "as_of")},
+            "gates": gates,
+        }
+    )
+
+
+def _mode(dry_run: bool) -> str:
+    if os.environ.get("DVC_EXP_NAME"):
+        return "experiment"
+    return "dry_run" if dry_run else "apply"
+
+
+def load_candidate(models_dir: Path, reports_dir: Path) -> Candidate:
+    model_path = models_dir / MODEL_FILE
+    for path in (model_path, models_dir / CONTRACT_FILE, reports_dir / "metrics.json"):
+        if not path.exists():
+            raise ChurnError(f"{path}: not found; run the earlier stages first (dvc repro)")
+    return Candidate(
+        model=joblib.load(model_path),
+        sha256=sha256_file(model_path),
+        contract=read_json(models_dir / CONTRACT_FILE),
+        metrics=read_json(reports_dir / "metrics.json"),
+    )
+
+
+def _champion_model(champion: dict) -> Any | None:
+    try:
+        return joblib.load(registry.verified_artifact(champion))
+    except ChurnError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def run(
+    params: Params,
+    dry_run: bool = False,
+    prepared_dir: Path = PREPARED_DIR,
+    models_dir: Path = MODELS_DIR,
+    reports_dir: Path = REPORTS_DIR,
+    registry_dir: Path = registry.REGISTRY_DIR,
+) -> dict:
+    p = params.promote
+    mode = _mode(dry_run)
+    candidate = load_candidate(models_dir, reports_dir)
+    champion = registry.read_champion(registry_dir)
+    report_path = reports_dir / "promotion.json"
+
+    if champion is not None and champion["sha256"] == candidate.sha256:
+        log.info("candidate %s… is already the champion (version %s)",
+                 candidate.sha256[:12], champion["version"])  # fmt: skip
+        if mode == "apply":
+            _restore(params, candidate, champion, models_dir, registry_dir)
+        report = champion.get("decision") or {
+            "mode": mode,
+            "decision": "already_champion",
+            "candidate": {"sha256": candidate.sha256},
+        }
+        write_json(report_path, report)
+        return report
+
+    test = pd.read_parquet(prepared_dir / "test.parquet")
+    drift_path = reports_dir / "drift.json"
+    drift = read_json(drift_path) if drift_path.exists() else None
+    history = registry.read_history(registry_dir)
+    rolled_back = {r["rolled_back_sha256"] for r in history if r.get("rolled_back_sha256")}
+    champion_model = _champion_model(champion) if champion is not None else None
+    gates, latency = evaluate_gates(candidate, champion, champion_model, test, drift,
+                                    rolled_back, p, params.train.threshold)  # fmt: skip
+    report = _report(candidate, champion, gates, mode)
+    write_json(report_path, report)
+    verdicts = ", ".join(f"{g['gate']}={g['verdict']}" for g in gates)
+    log.info("decision: %s (%s)", report["decision"], verdicts)
+    if mode != "apply":
+        log.info("%s: registry and aliases left untouched", mode.replace("_", " "))
+        return report
+    _apply(params, candidate, champion, report, latency, models_dir, registry_dir)
+    return report
+
+
+def _register(params: Params, candidate: Candidate, models_dir: Path) -> str:
+    registry.store_artifacts(models_dir / MODEL_FILE, models_dir / CONTRACT_FILE)
+    run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
+    return registry.version_for_sha(params.promote.model_name, candidate.sha256, run_id)
+
+
+def _restore(
+    params: Params, candidate: Candidate, champion: dict, models_dir: Path, registry_dir: Path
+) -> None:
+    """A fresh clone rebuilt the champion's bytes: put them back in the local registry."""
+    name = params.promote.model_name
+    with registry.locked(registry_dir):
+        version = _register(params, candidate, models_dir)
+        if tracking.alias_version(name, registry.CHAMPION) != version:
+            tracking.set_alias(name, registry.CHAMPION, version)
+            log.info("restored the champion into the local MLflow registry as version %s", version)
+
+
+def _apply(
+    params: Params,
+    candidate: Candidate,
+    champion: dict | None,
+    report: dict,
+    latency: float,
+    models_dir: Path,
+    registry_dir: Path,
+) -> None:
+    name = params.promote.model_name
+    with registry.locked(registry_dir):
+        now_champion = registry.read_champion(registry_dir)
+        if (now_champion or {}).get("sha256") != (champion or {}).get("sha256"):
+            raise ChurnError("the champion changed while promote was deciding; run it again")
+        version = _register(params, candidate, models_dir)
+        record = {
+            "model_name": name,
+            "version_before": None if champion is None else champion["version"],
+            "sha256_before": None if champion is None else champion["sha256"],
+            "sha256": candidate.sha256,
+            "gates": {g["gate"]: [g["value"], g["verdict"]] for g in report["gates"]},
+            "latency_ms_1000_rows": round(latency, 3),
+        }
+        if report["passed"]:
+            reason = "first champion" if champion is None else "passed every gate"
+            run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
+            metrics = {k: v for k, v in candidate.metrics.items() if isinstance(v, int | float)}
+            entry = registry.entry_for(
+                name=name, version=version, run_id=str(run_id), sha256=candidate.sha256,
+                reason=reason, decision=report, metrics=metrics,
+            )  # fmt: skip
+            registry.move_champion(entry, registry_dir)
+            registry.append_history({"action": "promote", **record, "version_after": version,
+                                     "reason": reason}, registry_dir)  # fmt: skip
+            log.info("promoted version %s to '%s'", version, registry.CHAMPION)
+        else:
+            tracking.set_alias(name, registry.CHALLENGER, version)
+            reason = "failed gates: " + ", ".join(report["failed_gates"])
+            registry.append_history({"action": "skip", **record, "version_after":
+                                     record["version_before"], "challenger": version,
+                                     "reason": reason}, registry_dir)  # fmt: skip
+            log.info("champion unchanged; version %s is '%s' (%s)", version,
+                     registry.CHALLENGER, reason)  # fmt: skip
