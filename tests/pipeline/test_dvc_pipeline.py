@@ -18,6 +18,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote"]
 
 
 def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -67,7 +68,7 @@ def repo(tmp_path_factory) -> Path:
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
     first = dvc(repo, "repro")
-    assert ran_stages(first) == ["ingest", "prepare", "train", "evaluate"]
+    assert ran_stages(first) == ALL
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "first run")
     return repo
@@ -77,7 +78,9 @@ def test_first_run_writes_every_output_and_an_mlflow_run(repo):
     for path in ("data/raw/manifest.json", "data/prepared/train.parquet",
                  "data/prepared/online_features.parquet", "data/prepared/reference.parquet",
                  "models/model.joblib", "models/feature_contract.json",
-                 "reports/plots/roc.json", "reports/plots/confusion.csv"):  # fmt: skip
+                 "reports/plots/roc.json", "reports/plots/confusion.csv", "reports/drift.json",
+                 "reports/drift.html", "reports/promotion.json", "registry/champion.json",
+                 "registry/history.jsonl"):  # fmt: skip
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert metrics["roc_auc"] > 0.8 and metrics["n_test"] == 160
@@ -87,7 +90,8 @@ def test_first_run_writes_every_output_and_an_mlflow_run(repo):
 
 def test_outputs_hold_no_absolute_paths(repo):
     for path in ("data/raw/manifest.json", "data/prepared/features.json",
-                 "models/feature_contract.json", "reports/metrics.json", "dvc.lock"):  # fmt: skip
+                 "models/feature_contract.json", "reports/metrics.json", "reports/drift.json",
+                 "reports/promotion.json", "registry/champion.json", "dvc.lock"):  # fmt: skip
         text = (repo / path).read_text()
         assert str(repo) not in text and "/tmp" not in text, path
 
@@ -102,14 +106,14 @@ def test_noop_repro_runs_nothing(repo):
 
 def test_forced_repro_gives_the_same_lock(repo):
     committed = (repo / "dvc.lock").read_text()
-    assert ran_stages(dvc(repo, "repro", "-f")) == ["ingest", "prepare", "train", "evaluate"]
+    assert ran_stages(dvc(repo, "repro", "-f")) == ALL
     assert (repo / "dvc.lock").read_text() == committed
     assert sh(repo, "git", "status", "--porcelain").stdout == ""
 
 
 def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
     set_param(repo, "train.hist_gb.max_iter", 20)
-    assert ran_stages(dvc(repo, "repro")) == ["train", "evaluate"]
+    assert ran_stages(dvc(repo, "repro")) == ["train", "evaluate", "drift", "promote"]
     sh(repo, "git", "commit", "-qam", "fewer boosting rounds")
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
     change = diff["reports/metrics.json"]["roc_auc"]
@@ -124,15 +128,18 @@ def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
 
 def test_as_of_reruns_prepare_onwards_but_not_ingest(repo):
     set_param(repo, "as_of", "2024-02-29")
-    assert ran_stages(dvc(repo, "repro")) == ["prepare", "train", "evaluate"]
+    assert ran_stages(dvc(repo, "repro")) == ["prepare", "train", "evaluate", "drift", "promote"]
     contract = json.loads((repo / "models/feature_contract.json").read_text())
     assert contract["as_of"] == "2024-02-29"
     sh(repo, "git", "commit", "-qam", "train on February")
 
 
-def test_experiment_run_with_set_param_shows_in_exp_show(repo):
+def test_experiment_run_with_set_param_shows_in_exp_show_and_moves_no_champion(repo):
+    registry_before = {p.name: p.read_text() for p in (repo / "registry").iterdir()}
     result = dvc(repo, "exp", "run", "-S", "train.model=logistic_regression")
-    assert ran_stages(result) == ["train", "evaluate"]
+    assert ran_stages(result) == ["train", "evaluate", "drift", "promote"]
+    assert json.loads((repo / "reports/promotion.json").read_text())["mode"] == "experiment"
+    assert {p.name: p.read_text() for p in (repo / "registry").iterdir()} == registry_before
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "logistic_regression" in text

@@ -1,0 +1,207 @@
+"""promote, rollback and verify against a real MLflow SQLite store and real files:
+first promotion, a worse candidate skipped, experiments and dry runs, rollback and
+its refusals, the lock, corrupt artifacts, and kill -9 at each step of a promotion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from churn import drift, evaluate, ingest, prepare, promote, registry, tracking, train
+from churn.errors import ChurnError
+from churn.io import sha256_file
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.slow
+
+NAME = "streamflow-churn"
+WEAK = {"train.hist_gb.max_iter": 10, "train.hist_gb.max_leaf_nodes": 2}  # passes the floors
+
+
+def params(**overrides):
+    return small_params(**{"ingest.synthetic.n_users": 600, **overrides})
+
+
+def build(p) -> None:
+    train.run(p)
+    evaluate.run(p)
+    drift.run(p)
+
+
+@pytest.fixture
+def work(workdir: Path) -> Path:
+    p = params()
+    ingest.run(p)
+    prepare.run(p)
+    return workdir
+
+
+def champion() -> dict:
+    return json.loads(Path("registry/champion.json").read_text())
+
+
+def history_actions() -> list[str]:
+    return [r["action"] for r in registry.read_history()]
+
+
+def test_first_promotion_then_a_worse_candidate_is_skipped(work):
+    build(params())
+    report = promote.run(params())
+    assert report["decision"] == "promote"
+    first = champion()
+    assert first["version"] == "1" and first["sha256"] == sha256_file("models/model.joblib")
+    assert tracking.alias_version(NAME, "champion") == "1"
+    assert Path(first["artifact_path"]).is_file() and not Path(first["artifact_path"]).is_absolute()
+
+    build(params(**WEAK))
+    report = promote.run(params(**WEAK))
+    assert report["decision"] == "skip" and "non_regression" in report["failed_gates"]
+    assert champion() == first  # untouched, byte for byte the same record
+    assert tracking.alias_version(NAME, "champion") == "1"
+    assert tracking.alias_version(NAME, "challenger") == "2"
+    assert history_actions() == ["promote", "skip"]
+    skip = registry.read_history()[-1]
+    assert skip["latency_ms_1000_rows"] > 0  # the measured value lives in history only
+    assert "latency" not in json.dumps(report["gates"][5]["value"])
+
+
+def test_rerun_of_the_champion_gives_the_same_report_and_no_new_version(work):
+    build(params())
+    first = promote.run(params())
+    again = promote.run(params())
+    assert again == first
+    assert history_actions() == ["promote"]
+    assert tracking.find_version_by_sha(NAME, champion()["sha256"]) == "1"
+
+
+@pytest.mark.parametrize("how", ["experiment", "dry_run"])
+def test_experiments_and_dry_runs_decide_but_move_nothing(how, work, monkeypatch):
+    build(params(**WEAK))
+    promote.run(params(**WEAK))
+    before = Path("registry/champion.json").read_text(), Path("registry/history.jsonl").read_text()
+    build(params())  # a better model: would be promoted
+    if how == "experiment":
+        monkeypatch.setenv("DVC_EXP_NAME", "bold-exp")
+    report = promote.run(params(), dry_run=how == "dry_run")
+    assert report["decision"] == "promote" and report["mode"] == how
+    after = Path("registry/champion.json").read_text(), Path("registry/history.jsonl").read_text()
+    assert after == before
+    assert tracking.alias_version(NAME, "champion") == "1"
+    assert tracking.find_version_by_sha(NAME, sha256_file("models/model.joblib")) is None
+
+
+def test_rollback_moves_alias_and_file_together_and_blocks_re_promotion(work):
+    build(params(**WEAK))
+    promote.run(params(**WEAK))
+    weak = champion()
+    build(params())
+    promote.run(params())
+    strong = champion()
+    assert strong["version"] == "2"
+
+    entry = registry.rollback(NAME, None, "alerts on v2")
+    assert entry["version"] == "1" and champion()["sha256"] == weak["sha256"]
+    assert tracking.alias_version(NAME, "champion") == "1"
+    last = registry.read_history()[-1]
+    assert last["action"] == "rollback" and last["reason"] == "alerts on v2"
+    assert last["version_before"] == "2" and last["version_after"] == "1"
+
+    # the pipeline reruns with the rolled-back candidate: it is not promoted again
+    report = promote.run(params())
+    assert "not_rolled_back" in report["failed_gates"]
+    assert champion()["version"] == "1"
+
+
+def test_rollback_refusals(work):
+    build(params(**WEAK))
+    promote.run(params(**WEAK))
+    with pytest.raises(ChurnError, match="no previous champion"):
+        registry.rollback(NAME, None, "why")
+    with pytest.raises(ChurnError, match="already the champion"):
+        registry.rollback(NAME, "1", "why")
+    with pytest.raises(ChurnError, match="does not exist"):
+        registry.rollback(NAME, "42", "why")
+    with pytest.raises(ChurnError, match="--reason"):
+        registry.rollback(NAME, "1", "  ")
+    build(params())
+    promote.run(params())
+    v1 = Path(registry.store_path(tracking.version_summary(NAME, "1")["tags"]["model_sha256"]))
+    v1.unlink()
+    with pytest.raises(ChurnError, match=r"absent|not downloadable"):
+        # the store copy is gone; MLflow still has it, so it is fetched and verified
+        registry.verified_artifact({"artifact_path": str(v1), "artifact_uri": None,
+                                    "version": "1", "sha256": "x"})  # fmt: skip
+    v1.parent.mkdir(parents=True, exist_ok=True)
+    v1.write_bytes(b"not the model")
+    with pytest.raises(ChurnError, match="does not match"):
+        registry.rollback(NAME, "1", "why")
+    assert champion()["version"] == "2"  # refusals change nothing
+    assert history_actions() == ["promote", "promote"]
+
+
+def test_champion_with_corrupt_artifact_is_never_used(work):
+    build(params())
+    promote.run(params())
+    path = Path(champion()["artifact_path"])
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ChurnError, match="does not match"):
+        registry.verified_artifact(champion())
+    problems = registry.verify(NAME)
+    assert any("does not match" in p for p in problems)
+    # promote scores against the recorded metric instead of loading the corrupt file
+    build(params(**WEAK))
+    report = promote.run(params(**WEAK))
+    gate = next(g for g in report["gates"] if g["gate"] == "non_regression")
+    assert "recorded metric" in gate["detail"]
+
+
+def test_the_lock_serialises_promote_and_rollback(work):
+    with (
+        registry.locked(),
+        pytest.raises(ChurnError, match="holds the lock"),
+        registry.locked(timeout_s=0.3),
+    ):
+        pass
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "churn", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+
+
+def write_params_file(p) -> None:
+    Path("params.yaml").write_text(yaml.safe_dump(p.model_dump()))
+
+
+@pytest.mark.parametrize("point", ["after_alias", "before_rename", "after_file"])
+def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(point, work):
+    build(params(**WEAK))
+    promote.run(params(**WEAK))
+    old = Path("registry/champion.json").read_text()
+    build(params())
+    write_params_file(params())
+    crashed = cli("promote", env={"CHURN_CRASH_AT": point})
+    assert crashed.returncode == -9, crashed.stderr
+    text = Path("registry/champion.json").read_text()
+    entry = json.loads(text)  # always a complete file...
+    new_sha = sha256_file("models/model.joblib")
+    assert text == old or entry["sha256"] == new_sha  # ...either the old or the new one
+    verify = cli("registry", "verify")
+    if point == "after_file":
+        assert entry["sha256"] == new_sha and verify.returncode == 0
+        return
+    assert text == old
+    assert verify.returncode == 1 and "--repair" in verify.stdout  # half-moved alias found
+    repaired = cli("registry", "verify", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert tracking.alias_version(NAME, "champion") == "1"
+    assert cli("registry", "verify").returncode == 0
+    assert history_actions()[-1] == "repair"
+    shutil.rmtree("mlflow/models", ignore_errors=True)
