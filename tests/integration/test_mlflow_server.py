@@ -1,0 +1,99 @@
+"""Train → promote → rollback against a real `mlflow server` process (SQLite backend,
+127.0.0.1, free port), unchanged code: only MLFLOW_TRACKING_URI differs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from churn import drift, evaluate, ingest, prepare, promote, registry, train
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.slow
+
+NAME = "streamflow-churn"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(root: Path, port: int, log) -> subprocess.Popen:
+    mlflow = Path(sys.executable).parent / "mlflow"
+    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts")]  # fmt: skip
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    with open(root / "server.log", "w") as log:
+        proc = start_server(root, port, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc, root / "server.log")
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_train_promote_rollback_against_a_tracking_server(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    weak = small_params(**{"ingest.synthetic.n_users": 600, "train.hist_gb.max_iter": 10,
+                           "train.hist_gb.max_leaf_nodes": 2})  # fmt: skip
+    strong = small_params(**{"ingest.synthetic.n_users": 600})
+    ingest.run(strong)
+    prepare.run(strong)
+    for p in (weak, strong):
+        train.run(p)
+        evaluate.run(p)
+        drift.run(p)
+        assert promote.run(p)["decision"] == "promote"
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=server)
+    assert client.get_model_version_by_alias(NAME, "champion").version == "2"
+    registry.rollback(NAME, None, "integration test")
+    assert client.get_model_version_by_alias(NAME, "champion").version == "1"
+    assert registry.read_champion()["version"] == "1"
+
+    # the artifact comes back from the server when the local store lost it
+    shutil.rmtree("mlflow/models")
+    path = registry.verified_artifact(registry.read_champion())
+    assert path.is_file()
+    assert registry.verify(NAME) == []
