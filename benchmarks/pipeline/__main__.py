@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
-STAGES = ["ingest", "prepare", "train", "evaluate"]
+STAGES = ["ingest", "prepare", "train", "evaluate", "drift", "promote"]
 
 
 def run(repo: Path, *args: str, env: dict[str, str]) -> float:

@@ -19,9 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR
-from churn.io import atomic_write_text, read_json, round_floats, write_json
+from churn.io import atomic_write_text, read_json, require, round_floats, write_json
 from churn.model import feature_names
 from churn.params import DriftParams, Params
 from churn.prepare import PREPARED_DIR
@@ -231,11 +230,9 @@ def run(
     models_dir: Path = MODELS_DIR,
     reports_dir: Path = REPORTS_DIR,
 ) -> DriftResult:
-    needed = [prepared_dir / n for n in ("reference.parquet", "current.parquet", "test.parquet",
-                                         "features.json")] + [models_dir / MODEL_FILE]  # fmt: skip
-    for path in needed:
-        if not path.exists():
-            raise ChurnError(f"{path}: not found; run the earlier stages first (dvc repro)")
+    require(*(prepared_dir / name for name in ("reference.parquet", "current.parquet",
+                                                "test.parquet", "features.json")),
+            models_dir / MODEL_FILE)  # fmt: skip
     spec = read_json(prepared_dir / "features.json")
     reference = pd.read_parquet(prepared_dir / "reference.parquet")
     current = pd.read_parquet(prepared_dir / "current.parquet")

@@ -25,8 +25,14 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from churn import tracking
-from churn.errors import ChurnError
-from churn.io import atomic_write_text, read_json, round_floats, sha256_file, write_json
+from churn.io import (
+    atomic_write_text,
+    read_json,
+    require,
+    round_floats,
+    sha256_file,
+    write_json,
+)
 from churn.model import feature_names
 from churn.params import Params
 from churn.prepare import PREPARED_DIR
@@ -119,9 +125,7 @@ def run(
 ) -> dict:
     model_path = models_dir / MODEL_FILE
     test_path = prepared_dir / "test.parquet"
-    for needed in (model_path, test_path, prepared_dir / "features.json"):
-        if not needed.exists():
-            raise ChurnError(f"{needed}: not found; run the earlier stages first (dvc repro)")
+    require(model_path, test_path, prepared_dir / "features.json")
     spec = read_json(prepared_dir / "features.json")
     model: Pipeline = joblib.load(model_path)
     test = pd.read_parquet(test_path)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from churn.errors import ChurnError
+
 
 def round_floats(value: Any, digits: int = 6) -> Any:
     """Round every float in a nested structure so outputs are stable across runs."""
@@ -82,3 +84,10 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require(*paths: Path) -> None:
+    """Fail with one line naming the first missing input of a stage."""
+    for path in paths:
+        if not path.exists():
+            raise ChurnError(f"{path}: not found; run the earlier stages first (dvc repro)")

@@ -22,7 +22,7 @@ import pandas as pd
 from churn import registry, tracking
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, compute_metrics
-from churn.io import read_json, round_floats, sha256_file, write_json
+from churn.io import read_json, require, round_floats, sha256_file, write_json
 from churn.model import feature_names
 from churn.params import Params, PromoteParams
 from churn.prepare import PREPARED_DIR
@@ -166,9 +166,7 @@ def _mode(dry_run: bool) -> str:
 
 def load_candidate(models_dir: Path, reports_dir: Path) -> Candidate:
     model_path = models_dir / MODEL_FILE
-    for path in (model_path, models_dir / CONTRACT_FILE, reports_dir / "metrics.json"):
-        if not path.exists():
-            raise ChurnError(f"{path}: not found; run the earlier stages first (dvc repro)")
+    require(model_path, models_dir / CONTRACT_FILE, reports_dir / "metrics.json")
     return Candidate(
         model=joblib.load(model_path),
         sha256=sha256_file(model_path),
