@@ -8,6 +8,7 @@ promote decides and reports but touches neither registry/ nor the MLflow aliases
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,7 +23,14 @@ import pandas as pd
 from churn import registry, tracking
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, compute_metrics
-from churn.io import read_json, require, round_floats, sha256_file, write_json
+from churn.io import (
+    atomic_write_text,
+    read_json,
+    require,
+    round_floats,
+    sha256_file,
+    write_json,
+)
 from churn.model import feature_names
 from churn.params import Params, PromoteParams
 from churn.prepare import PREPARED_DIR
@@ -131,6 +139,26 @@ def evaluate_gates(
     return gates, latency
 
 
+def render_markdown(report: dict) -> str:
+    """The decision as a Markdown table (for PR comments and humans)."""
+    lines = [
+        f"### Promotion: {report.get('decision')} ({report.get('mode')})",
+        "",
+        "| gate | value | threshold | verdict |",
+        "|---|---|---|---|",
+    ]
+    for g in report.get("gates", []):
+        verdict = {"pass": "✅ pass", "fail": "❌ fail"}.get(g["verdict"], g["verdict"])
+        lines.append(f"| {g['gate']} | {json.dumps(g['value'])} | "
+                     f"{json.dumps(g['threshold'])} | {verdict} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, reports_dir: Path) -> None:
+    write_json(reports_dir / "promotion.json", report)
+    atomic_write_text(reports_dir / "promotion.md", render_markdown(report))
+
+
 def _features(entry: dict) -> list[dict]:
     return entry.get("features") or []
 
@@ -195,7 +223,6 @@ def run(
     mode = _mode(dry_run)
     candidate = load_candidate(models_dir, reports_dir)
     champion = registry.read_champion(registry_dir)
-    report_path = reports_dir / "promotion.json"
 
     if champion is not None and champion["sha256"] == candidate.sha256:
         log.info("candidate %s… is already the champion (version %s)",
@@ -207,7 +234,7 @@ def run(
             "decision": "already_champion",
             "candidate": {"sha256": candidate.sha256},
         }
-        write_json(report_path, report)
+        write_report(report, reports_dir)
         return report
 
     test = pd.read_parquet(prepared_dir / "test.parquet")
@@ -219,7 +246,7 @@ def run(
     gates, latency = evaluate_gates(candidate, champion, champion_model, test, drift,
                                     rolled_back, p, params.train.threshold)  # fmt: skip
     report = _report(candidate, champion, gates, mode)
-    write_json(report_path, report)
+    write_report(report, reports_dir)
     verdicts = ", ".join(f"{g['gate']}={g['verdict']}" for g in gates)
     log.info("decision: %s (%s)", report["decision"], verdicts)
     if mode != "apply":

@@ -111,6 +111,19 @@ def test_forced_repro_gives_the_same_lock(repo):
     assert sh(repo, "git", "status", "--porcelain").stdout == ""
 
 
+def test_fresh_clone_rebuilds_and_restores_the_champion_without_changes(repo, tmp_path):
+    clone = tmp_path / "clone"
+    sh(repo, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "mlflow").exists()
+    result = dvc(clone, "repro")
+    assert "promote" in ran_stages(result)
+    assert "already the champion" in result.stderr + result.stdout
+    assert sh(clone, "git", "status", "--porcelain").stdout == ""  # lock, reports, registry
+    verify = sh(clone, str(BIN / "churn"), "registry", "verify")
+    assert "registry ok" in verify.stdout
+    assert ran_stages(dvc(clone, "repro")) == []
+
+
 def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
     set_param(repo, "train.hist_gb.max_iter", 20)
     assert ran_stages(dvc(repo, "repro")) == ["train", "evaluate", "drift", "promote"]
