@@ -188,6 +188,34 @@ def rollback(
     typer.echo(f"champion is now version {entry['version']} (sha256 {entry['sha256'][:12]}…)")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the registry's champion over HTTP (FastAPI + uvicorn).
+
+    Configuration comes from the environment: CHURN_ADMIN_TOKEN (enables
+    POST /admin/reload), CHURN_CANARY_FRACTION, CHURN_SHADOW, CHURN_POLL_SECONDS,
+    CHURN_MAX_BATCH, CHURN_REGISTRY_DIR, CHURN_FEATURES.
+    """
+    # One OpenMP thread per worker: a threaded server on 2 cores oversubscribes otherwise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import uvicorn
+
+    uvicorn.run(
+        "churn.serve:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,  # churn.access logs one structured line per request
+    )
+
+
 registry_app = typer.Typer(help="Inspect and check the model registry.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 

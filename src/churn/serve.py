@@ -1,0 +1,653 @@
+"""The prediction API: a FastAPI app factory that serves the registry's champion.
+
+Startup reads registry/champion.json, checks the artifact's sha256, loads the model and
+its feature contract and the online feature table (the newest snapshot). It depends on
+the registry and feature contracts only, and imports no MLflow when the artifact is a
+local file. A missing or inconsistent registry does not crash the process: /ready says
+503 with the reason, and POST /admin/reload (or polling) picks up a fixed registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from churn import registry
+from churn.errors import ChurnError
+from churn.fastpath import CompiledModel, compile_pipeline
+
+log = logging.getLogger("churn.serve")
+access_log = logging.getLogger("churn.access")
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Serving configuration (environment variables in brackets)."""
+
+    registry_dir: Path = Path("registry")  # CHURN_REGISTRY_DIR
+    features_path: Path = Path("data/prepared/online_features.parquet")  # CHURN_FEATURES
+    admin_token: str | None = None  # CHURN_ADMIN_TOKEN: enables POST /admin/reload
+    max_batch: int = 1000  # CHURN_MAX_BATCH
+    max_body_bytes: int = 2_000_000  # CHURN_MAX_BODY_BYTES
+    canary_fraction: float = 0.0  # CHURN_CANARY_FRACTION: users routed to the challenger
+    shadow: bool = False  # CHURN_SHADOW=1: also score the challenger, answer with champion
+    poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when champion.json changes
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            registry_dir=Path(env.get("CHURN_REGISTRY_DIR", "registry")),
+            features_path=Path(env.get("CHURN_FEATURES", "data/prepared/online_features.parquet")),
+            admin_token=env.get("CHURN_ADMIN_TOKEN") or None,
+            max_batch=int(env.get("CHURN_MAX_BATCH", "1000")),
+            max_body_bytes=int(env.get("CHURN_MAX_BODY_BYTES", "2000000")),
+            canary_fraction=float(env.get("CHURN_CANARY_FRACTION", "0")),
+            shadow=env.get("CHURN_SHADOW", "0").lower() in ("1", "true", "yes"),
+            poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
+        )
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model: its registry entry, contract and compiled request path."""
+
+    role: str
+    entry: dict[str, Any]
+    contract: dict[str, Any]
+    compiled: CompiledModel
+    transformed: np.ndarray  # the online table through this model's preprocessing
+
+    @property
+    def version(self) -> str:
+        return str(self.entry["version"])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything a request needs; swapped as one reference on reload."""
+
+    champion: Served
+    challenger: Served | None
+    row_of: dict[str, int]
+    online: pd.DataFrame
+    online_as_of: str | None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Served:
+    path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
+    contract_path = Path(entry.get("contract_path") or path.parent / registry.CONTRACT_FILE)
+    if not contract_path.exists():
+        raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
+    contract = json.loads(contract_path.read_text())
+    names = [f["name"] for f in contract["features"]]
+    missing = [n for n in names if n not in online.columns]
+    if missing:
+        raise ChurnError(f"online features lack {missing[:5]} required by version "
+                         f"{entry['version']}")  # fmt: skip
+    pipeline = joblib.load(path)
+    sample = online.sample(n=min(len(online), 500), random_state=0)
+    compiled = compile_pipeline(pipeline, sample)
+    if compiled is None:
+        raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
+    num, cat = compiled.encode(online)
+    return Served(role, entry, contract, compiled, compiled.transform(num, cat))
+
+
+def challenger_entry(settings: Settings, champion: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest skipped candidate named in history (its bytes are in the content store)."""
+    for record in reversed(registry.read_history(settings.registry_dir)):
+        if record.get("action") == "skip" and record.get("challenger"):
+            sha = record["sha256"]
+            if sha == champion["sha256"]:
+                return None
+            store = registry.store_path(sha)
+            return {**champion, "version": record["challenger"], "sha256": sha,
+                    "artifact_path": str(store), "artifact_uri": None,
+                    "contract_path": str(store.parent / registry.CONTRACT_FILE),
+                    "alias": registry.CHALLENGER}  # fmt: skip
+        if record.get("action") in ("promote", "rollback"):
+            return None
+    return None
+
+
+def load_bundle(settings: Settings) -> Bundle:
+    """Read the registry and features; raise ChurnError with the reason when not servable."""
+    entry = registry.read_champion(settings.registry_dir)
+    if entry is None:
+        raise ChurnError(f"{settings.registry_dir / registry.CHAMPION_FILE}: no champion yet; "
+                         "run `dvc repro` to train and promote one")  # fmt: skip
+    if not settings.features_path.exists():
+        raise ChurnError(f"{settings.features_path}: online features absent; run `dvc repro`")
+    online = pd.read_parquet(settings.features_path)
+    online = online.drop_duplicates("user_id").reset_index(drop=True)
+    champion = _load_model(entry, registry.CHAMPION, online)
+    challenger = None
+    if settings.canary_fraction > 0 or settings.shadow:
+        ch = challenger_entry(settings, entry)
+        if ch is not None:
+            try:
+                challenger = _load_model(ch, registry.CHALLENGER, online)
+            except ChurnError as exc:
+                log.warning("challenger not loaded: %s", exc)
+    row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}
+    online_as_of = None
+    spec_path = settings.features_path.parent / "features.json"
+    if spec_path.exists():
+        online_as_of = json.loads(spec_path.read_text()).get("online_as_of")
+    return Bundle(champion, challenger, row_of, online, online_as_of)
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("churn_http_requests", "HTTP requests", ["route", "status"],
+                                registry=r)  # fmt: skip
+        self.latency = Histogram(
+            "churn_http_request_seconds", "Request latency", ["route"], registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )  # fmt: skip
+        self.errors = Counter("churn_http_errors", "Responses with status >= 500, and exceptions",
+                              ["route", "kind"], registry=r)  # fmt: skip
+        self.scores = Histogram("churn_prediction_score", "Predicted churn probability",
+                                ["role"], registry=r,
+                                buckets=[i / 10 for i in range(1, 11)])  # fmt: skip
+        self.predictions = Counter("churn_predictions", "Predictions by model",
+                                   ["model_version", "role"], registry=r)  # fmt: skip
+        self.model_info = Gauge("churn_model_info", "Loaded model (value 1)",
+                                ["role", "version", "sha256"], registry=r)  # fmt: skip
+        self.reloads = Counter("churn_reloads", "Reload attempts", ["result"], registry=r)
+        self.shadow_delta = Histogram(
+            "churn_shadow_score_delta", "Challenger minus champion score (shadow)", registry=r,
+            buckets=(-0.5, -0.2, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.2, 0.5),
+        )  # fmt: skip
+        self.shadow_agreement = Counter("churn_shadow_agreement", "Shadow decisions agreeing",
+                                        ["agree"], registry=r)  # fmt: skip
+
+    def loaded(self, bundle: Bundle) -> None:
+        self.model_info.clear()
+        for served in (bundle.champion, bundle.challenger):
+            if served is not None:
+                self.model_info.labels(served.role, served.version,
+                                       served.entry["sha256"][:12]).set(1)  # fmt: skip
+
+
+# --- request models ------------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    features: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> PredictRequest:
+        if (self.user_id is None) == (self.features is None):
+            raise ValueError("send exactly one of user_id or features")
+        return self
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_ids: list[str] | None = None
+    records: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> BatchRequest:
+        if (self.user_ids is None) == (self.records is None):
+            raise ValueError("send exactly one of user_ids or records")
+        return self
+
+
+class Prediction(BaseModel):
+    user_id: str | None
+    churn_probability: float
+    churn: bool
+    threshold: float
+    model_version: str
+    model_role: str
+    as_of: str | None
+    request_id: str
+
+
+# --- input validation against the feature contract -----------------------------------
+
+
+def _invalid(field_path: list[Any], message: str, rule: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", *field_path], "msg": message,
+                                       "type": rule}])  # fmt: skip
+
+
+def validate_record(record: dict[str, Any], contract: dict, where: list[Any]) -> dict[str, Any]:
+    """Check one feature record against the contract; 422 names the first bad field.
+
+    Policy: every feature is required (null only where training saw nulls); numbers must
+    be finite and within the observed training range widened by its span on both sides
+    (so [min - span, max + span]); categories must be ones seen in training; booleans are
+    true/false or 0/1. Unknown fields are refused.
+    """
+    features = {f["name"]: f for f in contract["features"]}
+    unknown = sorted(set(record) - set(features))
+    if unknown:
+        raise _invalid([*where, unknown[0]], f"unknown feature(s) {unknown[:5]}", "unknown")
+    missing = [n for n in features if n not in record]
+    if missing:
+        raise _invalid([*where, missing[0]], f"missing feature(s) {missing[:5]}", "missing")
+    clean: dict[str, Any] = {}
+    for name, spec in features.items():
+        value = record[name]
+        loc = [*where, name]
+        if value is None:
+            if not spec.get("nullable"):
+                raise _invalid(loc, "must not be null", "not_null")
+            clean[name] = None
+            continue
+        kind = spec["kind"]
+        if kind == "category":
+            if not isinstance(value, str):
+                raise _invalid(loc, "expected a string category", "type")
+            if value not in spec["categories"]:
+                raise _invalid(loc, f"unknown category; allowed {spec['categories']}", "category")
+            clean[name] = value
+            continue
+        if kind == "bool":
+            if isinstance(value, bool) or value in (0, 1):
+                clean[name] = float(value)
+                continue
+            raise _invalid(loc, "expected true/false", "type")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _invalid(loc, "expected a number", "type")
+        if not math.isfinite(value):
+            raise _invalid(loc, "must be finite (no NaN or infinity)", "finite")
+        lo, hi = spec.get("min"), spec.get("max")
+        if lo is not None and hi is not None:
+            span = max(hi - lo, 1.0)
+            if not lo - span <= value <= hi + span:
+                raise _invalid(loc, f"out of range [{lo - span:g}, {hi + span:g}] "
+                                    f"(training saw [{lo:g}, {hi:g}])", "range")  # fmt: skip
+        clean[name] = float(value)
+    return clean
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+def _bucket(user_id: str) -> float:
+    """A stable position in [0, 1) for a user id (same in every process)."""
+    digest = hashlib.sha256(user_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id, body size limit, metrics and one access-log line."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        settings: Settings = self.state.settings
+        metrics: Metrics = self.state.metrics
+        status = {"code": 500}
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            await self._reply(send, 413, {"detail": f"body over {settings.max_body_bytes} bytes"},
+                              request_id)  # fmt: skip
+            status["code"] = 413
+        else:
+            received = {"bytes": 0}
+
+            async def limited_receive() -> dict:
+                message = await receive()
+                received["bytes"] += len(message.get("body", b""))
+                if received["bytes"] > settings.max_body_bytes:
+                    raise _BodyTooLarge
+                return message
+
+            async def send_with_id(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                    message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except _BodyTooLarge:
+                status["code"] = 413
+                await self._reply(send, 413, {"detail": "body too large"}, request_id)
+            except Exception:
+                metrics.errors.labels(self._route(scope), "exception").inc()
+                raise
+        elapsed = time.perf_counter() - started
+        route = self._route(scope)
+        metrics.requests.labels(route, str(status["code"])).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        if status["code"] >= 500:
+            metrics.errors.labels(route, "status").inc()
+        access_log.info(json.dumps({"request_id": request_id, "method": scope.get("method"),
+                                    "path": scope.get("path"), "status": status["code"],
+                                    "ms": round(elapsed * 1000, 3)}))  # fmt: skip
+
+    @staticmethod
+    def _route(scope: dict) -> str:
+        route = scope.get("route")
+        return getattr(route, "path", None) or "unmatched"
+
+    @staticmethod
+    async def _reply(send: Callable, code: int, body: dict, request_id: str) -> None:
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode()),
+                                (b"x-request-id", request_id.encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app factory (uvicorn: `churn.serve:create_app --factory`)."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.reload_lock = asyncio.Lock()
+        try:
+            bundle = await asyncio.to_thread(load_bundle, settings)
+            _install(app, bundle)
+            log.info("serving version %s (sha256 %s…), %d online users",
+                     bundle.champion.version, bundle.champion.entry["sha256"][:12],
+                     len(bundle.row_of))  # fmt: skip
+        except ChurnError as exc:
+            app.state.not_ready = str(exc)
+            log.error("not ready: %s", exc)
+        poller = None
+        if settings.poll_seconds > 0:
+            poller = asyncio.create_task(_poll(app, settings))
+        yield
+        if poller is not None:
+            poller.cancel()
+
+    app = FastAPI(
+        title="StreamFlow churn API",
+        version="1",
+        lifespan=lifespan,
+        description="Churn probability for StreamFlow users, served from the registry's champion.",
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.bundle = None
+    app.state.not_ready = "starting"
+    app.add_middleware(RequestContext, state=app.state)
+    _routes(app, settings)
+    return app
+
+
+def _install(app: FastAPI, bundle: Bundle) -> None:
+    app.state.bundle = bundle  # one reference swap: in-flight requests keep the old bundle
+    app.state.not_ready = None
+    app.state.metrics.loaded(bundle)
+
+
+async def _reload(app: FastAPI, settings: Settings) -> tuple[bool, str]:
+    async with app.state.reload_lock:
+        try:
+            bundle = await asyncio.to_thread(load_bundle, settings)
+        except ChurnError as exc:
+            app.state.metrics.reloads.labels("failed").inc()
+            log.error("reload failed, keeping the current model: %s", exc)
+            return False, str(exc)
+        _install(app, bundle)
+        app.state.metrics.reloads.labels("ok").inc()
+        log.info("reloaded: serving version %s", bundle.champion.version)
+        return True, bundle.champion.version
+
+
+async def _poll(app: FastAPI, settings: Settings) -> None:
+    path = settings.registry_dir / registry.CHAMPION_FILE
+    seen = path.stat().st_mtime_ns if path.exists() else None
+    while True:
+        await asyncio.sleep(settings.poll_seconds)
+        current = path.stat().st_mtime_ns if path.exists() else None
+        if current != seen:
+            seen = current
+            await _reload(app, settings)
+
+
+def _bundle(request: Request) -> Bundle:
+    bundle = request.app.state.bundle
+    if bundle is None:
+        raise HTTPException(503, detail=f"not ready: {request.app.state.not_ready}")
+    return bundle
+
+
+def _route_model(bundle: Bundle, user_id: str | None, settings: Settings) -> Served:
+    canary = bundle.challenger is not None and user_id is not None and settings.canary_fraction > 0
+    if canary and _bucket(user_id) < settings.canary_fraction:
+        return bundle.challenger
+    return bundle.champion
+
+
+def _answer(
+    request: Request, bundle: Bundle, served: Served, user_id: str | None, score: float,
+) -> dict[str, Any]:  # fmt: skip
+    threshold = float(served.contract.get("threshold", 0.5))
+    metrics: Metrics = request.app.state.metrics
+    metrics.predictions.labels(served.version, served.role).inc()
+    metrics.scores.labels(served.role).observe(score)
+    return {
+        "user_id": user_id,
+        "churn_probability": round(score, 6),
+        "churn": score >= threshold,
+        "threshold": threshold,
+        "model_version": served.version,
+        "model_role": served.role,
+        "as_of": served.entry.get("as_of"),
+        "request_id": request.scope["state"]["request_id"],
+    }
+
+
+def _shadow(request: Request, bundle: Bundle, served: Served, score: float, row) -> None:
+    """Score the challenger too (never returned): record the delta and agreement."""
+    challenger = bundle.challenger
+    if challenger is None or served is challenger:
+        return
+    other = float(row(challenger))
+    metrics: Metrics = request.app.state.metrics
+    metrics.predictions.labels(challenger.version, "shadow").inc()
+    metrics.shadow_delta.observe(other - score)
+    threshold = float(served.contract.get("threshold", 0.5))
+    metrics.shadow_agreement.labels(str((other >= threshold) == (score >= threshold))).inc()
+
+
+def _routes(app: FastAPI, settings: Settings) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """200 while the process lives."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"description": "model or features not loaded"}})
+    async def ready(request: Request) -> JSONResponse:
+        """200 once model and features are loaded, 503 with the reason otherwise."""
+        bundle = request.app.state.bundle
+        if bundle is None:
+            return JSONResponse({"status": "not_ready", "reason": request.app.state.not_ready},
+                                status_code=503)  # fmt: skip
+        return JSONResponse({"status": "ready", "model_version": bundle.champion.version})
+
+    @app.get("/model")
+    async def model(request: Request) -> dict[str, Any]:
+        """The served model: registry entry, metrics and lineage."""
+        bundle = _bundle(request)
+        e = bundle.champion.entry
+        keys = ("model_name", "version", "alias", "sha256", "as_of", "model", "metrics", "run_id",
+                "model_uri", "git_commit", "data_sha256", "decided_at", "reason")  # fmt: skip
+        out = {k: e.get(k) for k in keys}
+        out["online_as_of"] = bundle.online_as_of
+        out["n_online_users"] = len(bundle.row_of)
+        out["features"] = [f["name"] for f in bundle.champion.contract["features"]]
+        out["challenger"] = None
+        if bundle.challenger is not None:
+            out["challenger"] = {"version": bundle.challenger.version,
+                                 "sha256": bundle.challenger.entry["sha256"],
+                                 "canary_fraction": settings.canary_fraction,
+                                 "shadow": settings.shadow}  # fmt: skip
+        return out
+
+    @app.get("/features/{user_id}", responses={404: {"description": "unknown user"}})
+    async def features(user_id: str, request: Request) -> dict[str, Any]:
+        """The online features of one user."""
+        bundle = _bundle(request)
+        row = bundle.row_of.get(user_id)
+        if row is None:
+            raise HTTPException(404, detail=f"no online features for user_id {user_id!r}")
+        record = bundle.online.iloc[row].to_dict()
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in record.items()}  # fmt: skip
+
+    @app.post("/predict", responses={404: {"description": "unknown user"}})
+    async def predict(body: PredictRequest, request: Request) -> Prediction:
+        """Churn probability for a user id (online features) or for a feature record."""
+        bundle = _bundle(request)
+        if body.user_id is not None:
+            row = bundle.row_of.get(body.user_id)
+            if row is None:
+                names = [f["name"] for f in bundle.champion.contract["features"]]
+                return JSONResponse(  # type: ignore[return-value]
+                    {"detail": f"no online features for user_id {body.user_id!r}; "
+                               "send them as `features`", "missing_features": names},
+                    status_code=404,
+                )  # fmt: skip
+            served = _route_model(bundle, body.user_id, settings)
+
+            def score_of(s: Served) -> float:
+                return float(s.compiled.predict_transformed(s.transformed[row : row + 1])[0])
+
+        else:
+            served = bundle.champion
+            clean = validate_record(body.features or {}, served.contract, ["features"])
+            frame = pd.DataFrame([clean])
+
+            def score_of(s: Served) -> float:
+                num, cat = s.compiled.encode(frame)
+                return float(s.compiled.predict_encoded(num, cat)[0])
+
+        score = score_of(served)
+        if settings.shadow:
+            _shadow(request, bundle, served, score, score_of)
+        return _answer(request, bundle, served, body.user_id, score)  # type: ignore[return-value]
+
+    @app.post("/predict/batch", responses={413: {"description": "batch too large"}})
+    async def predict_batch(body: BatchRequest, request: Request) -> dict[str, Any]:
+        """Many user ids or feature records (at most CHURN_MAX_BATCH) scored by the champion."""
+        bundle = _bundle(request)
+        items = body.user_ids if body.user_ids is not None else body.records
+        if len(items or []) > settings.max_batch:
+            raise HTTPException(413, detail=f"batch of {len(items)} over the limit "
+                                            f"{settings.max_batch}")  # fmt: skip
+        served = bundle.champion
+        unknown: list[str] = []
+        if body.user_ids is not None:
+            rows = [bundle.row_of.get(uid) for uid in body.user_ids]
+            unknown = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is None]
+            ids = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is not None]
+            index = np.array([r for r in rows if r is not None], dtype=int)
+            scores = (served.compiled.predict_transformed(served.transformed[index])
+                      if len(index) else np.zeros(0))  # fmt: skip
+        else:
+            records = [validate_record(r, served.contract, ["records", i])
+                       for i, r in enumerate(body.records or [])]  # fmt: skip
+            ids = [None] * len(records)
+            if records:
+                num, cat = served.compiled.encode(pd.DataFrame(records))
+                scores = served.compiled.predict_encoded(num, cat)
+            else:
+                scores = np.zeros(0)
+        threshold = float(served.contract.get("threshold", 0.5))
+        metrics: Metrics = request.app.state.metrics
+        metrics.predictions.labels(served.version, served.role).inc(len(scores))
+        for s in scores[:1000]:
+            metrics.scores.labels(served.role).observe(float(s))
+        return {
+            "predictions": [
+                {
+                    "user_id": uid,
+                    "churn_probability": round(float(s), 6),
+                    "churn": bool(s >= threshold),
+                }
+                for uid, s in zip(ids, scores, strict=True)
+            ],
+            "unknown_user_ids": unknown,
+            "threshold": threshold,
+            "model_version": served.version,
+            "as_of": served.entry.get("as_of"),
+            "request_id": request.scope["state"]["request_id"],
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(request.app.state.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)  # fmt: skip
+
+    @app.post("/admin/reload", responses={401: {}, 404: {}, 409: {}})
+    async def reload(request: Request) -> dict[str, Any]:
+        """Re-read champion.json and swap model and features atomically (bearer token)."""
+        if not settings.admin_token:
+            raise HTTPException(404, detail="reload is disabled: set CHURN_ADMIN_TOKEN")
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            raise HTTPException(401, detail="bad or missing bearer token")
+        ok, info = await _reload(request.app, settings)
+        if not ok:
+            raise HTTPException(409, detail=f"reload failed, still serving the previous "
+                                            f"model: {info}")  # fmt: skip
+        return {"status": "reloaded", "model_version": info}
