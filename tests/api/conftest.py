@@ -1,0 +1,52 @@
+"""A served registry built by the real stages in a temp dir: a champion (version 1) and a
+weaker challenger (version 2, skipped by promote)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from churn import drift, evaluate, ingest, prepare, promote, train
+from churn.serve import Settings
+from tests.conftest import small_params
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    old_cwd, old_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(root)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    try:
+        strong = small_params(**{"ingest.synthetic.n_users": 800})
+        weak = small_params(**{"ingest.synthetic.n_users": 800, "train.hist_gb.max_iter": 10,
+                               "train.hist_gb.max_leaf_nodes": 2})  # fmt: skip
+        ingest.run(strong)
+        prepare.run(strong)
+        for p in (strong, weak):
+            train.run(p)
+            evaluate.run(p)
+            drift.run(p)
+            promote.run(p)
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    return root
+
+
+@pytest.fixture
+def in_served(served_dir, monkeypatch) -> Path:
+    monkeypatch.chdir(served_dir)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return served_dir
+
+
+def settings(**overrides) -> Settings:
+    return Settings(admin_token=TOKEN, **overrides)

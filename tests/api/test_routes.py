@@ -1,0 +1,230 @@
+"""Contract tests on the real app (TestClient): every route and every error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from churn.serve import Settings, create_app
+from tests.api.conftest import TOKEN, settings
+
+
+@pytest.fixture
+def client(in_served):
+    with TestClient(create_app(settings())) as c:
+        yield c
+
+
+@pytest.fixture
+def record(client):
+    features = client.get("/features/SF-0000001").json()
+    features.pop("user_id")
+    return features
+
+
+def test_health_ready_and_model(client, in_served):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "model_version": "1"}
+    model = client.get("/model").json()
+    champion = json.loads((in_served / "registry/champion.json").read_text())
+    assert model["version"] == "1" and model["sha256"] == champion["sha256"]
+    assert model["run_id"] == champion["run_id"] and model["metrics"]["roc_auc"] > 0.8
+    assert model["as_of"] == "2024-01-31" and model["online_as_of"] == "2024-02-29"
+    assert "git_commit" in model and len(model["features"]) == 20
+
+
+def test_predict_by_user_id_and_by_features_agree(client, record):
+    by_id = client.post("/predict", json={"user_id": "SF-0000001"})
+    assert by_id.status_code == 200
+    body = by_id.json()
+    assert 0 <= body["churn_probability"] <= 1 and body["model_version"] == "1"
+    assert body["churn"] == (body["churn_probability"] >= body["threshold"])
+    assert body["request_id"] == by_id.headers["x-request-id"]
+    by_features = client.post("/predict", json={"features": record}).json()
+    assert by_features["churn_probability"] == body["churn_probability"]
+
+
+def test_request_id_is_echoed(client):
+    response = client.post("/predict", json={"user_id": "SF-0000001"},
+                           headers={"x-request-id": "abc-123"})  # fmt: skip
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.json()["request_id"] == "abc-123"
+
+
+def test_unknown_user_is_404_with_missing_features(client):
+    response = client.post("/predict", json={"user_id": "nobody"})
+    assert response.status_code == 404
+    assert "monthly_fee" in response.json()["missing_features"]
+    assert client.get("/features/nobody").status_code == 404
+
+
+def bad(client, record, **changes):
+    features = {**record, **changes}
+    for key, value in changes.items():
+        if value is ...:
+            features.pop(key)
+    response = client.post("/predict", json={"features": features})
+    assert response.status_code == 422, response.text
+    return response.json()["detail"][0]
+
+
+def test_feature_errors_name_the_field(client, record):
+    assert bad(client, record, monthly_fee=...)["loc"][-1] == "monthly_fee"
+    assert bad(client, record, monthly_fee="cheap")["type"] == "type"
+    assert bad(client, record, contract_type="Lifetime")["type"] == "category"
+    err = bad(client, record, surprise=1)
+    assert err["loc"][-1] == "surprise" and err["type"] == "unknown"
+    assert bad(client, record, months_active=10_000)["type"] == "range"
+    assert bad(client, record, user_is_senior="maybe")["loc"][-1] == "user_is_senior"
+    assert bad(client, record, watch_hours_30d=None)["type"] == "not_null"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(client, record, literal):
+    text = json.dumps({"features": {**record, "monthly_fee": 1.5}})
+    text = text.replace('"monthly_fee": 1.5', f'"monthly_fee": {literal}')
+    response = client.post("/predict", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "monthly_fee"
+
+
+def test_nullable_feature_may_be_null(client, record):
+    response = client.post("/predict", json={"features": {**record, "plan_stream_tv": None}})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("body", [{}, {"user_id": "SF-0000001", "features": {}}, {"uid": "x"}])
+def test_malformed_requests_are_422(client, body):
+    assert client.post("/predict", json=body).status_code == 422
+
+
+def test_batch_by_ids_and_records(client, record):
+    body = client.post("/predict/batch", json={"user_ids": ["SF-0000001", "SF-0000002", "x"]})
+    data = body.json()
+    assert [p["user_id"] for p in data["predictions"]] == ["SF-0000001", "SF-0000002"]
+    assert data["unknown_user_ids"] == ["x"]
+    single = client.post("/predict", json={"user_id": "SF-0000002"}).json()
+    assert data["predictions"][1]["churn_probability"] == single["churn_probability"]
+    records = client.post("/predict/batch", json={"records": [record, record]}).json()
+    assert len(records["predictions"]) == 2
+    broken = client.post("/predict/batch", json={"records": [record, {**record, "x": 1}]})
+    assert broken.status_code == 422 and broken.json()["detail"][0]["loc"][:3] == [
+        "body", "records", 1]  # fmt: skip
+
+
+def test_batch_and_body_limits_are_413(in_served):
+    with TestClient(create_app(settings(max_batch=5, max_body_bytes=2000))) as c:
+        assert c.post("/predict/batch", json={"user_ids": ["a"] * 6}).status_code == 413
+        assert c.post("/predict/batch", json={"user_ids": ["a"] * 5}).status_code == 200
+        huge = {"user_ids": ["SF-0000001" * 10] * 30}
+        assert c.post("/predict/batch", json=huge).status_code == 413
+
+
+def test_metrics_count_requests_scores_and_versions(client):
+    client.post("/predict", json={"user_id": "SF-0000001"})
+    client.post("/predict", json={"user_id": "nobody"})
+    text = client.get("/metrics").text
+    assert 'churn_http_requests_total{route="/predict",status="200"}' in text
+    assert 'churn_http_requests_total{route="/predict",status="404"}' in text
+    assert "churn_http_request_seconds_bucket" in text
+    assert 'churn_prediction_score_count{role="champion"}' in text
+    assert 'churn_model_info{role="champion",sha256=' in text
+    assert 'churn_predictions_total{model_version="1",role="champion"}' in text
+
+
+def test_reload_is_off_without_a_token_and_needs_the_right_one(in_served):
+    with TestClient(create_app(Settings())) as c:
+        assert c.post("/admin/reload").status_code == 404
+    with TestClient(create_app(settings())) as c:
+        assert c.post("/admin/reload").status_code == 401
+        bad = {"authorization": "Bearer wrong"}
+        assert c.post("/admin/reload", headers=bad).status_code == 401
+        ok = c.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200 and ok.json()["model_version"] == "1"
+        assert 'churn_reloads_total{result="ok"} 1.0' in c.get("/metrics").text
+
+
+def test_failed_reload_keeps_serving_the_old_model(tmp_path, in_served, monkeypatch):
+    registry_copy = tmp_path / "registry"
+    shutil.copytree(in_served / "registry", registry_copy)
+    with TestClient(create_app(settings(registry_dir=registry_copy))) as c:
+        before = c.post("/predict", json={"user_id": "SF-0000001"}).json()
+        entry = json.loads((registry_copy / "champion.json").read_text())
+        entry["sha256"] = "0" * 64  # a file the registry now names with the wrong hash
+        (registry_copy / "champion.json").write_text(json.dumps(entry))
+        failed = c.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+        assert failed.status_code == 409 and "does not match" in failed.json()["detail"]
+        after = c.post("/predict", json={"user_id": "SF-0000001"}).json()
+        assert after["churn_probability"] == before["churn_probability"]
+        assert c.get("/ready").status_code == 200
+
+
+def test_not_ready_says_why(tmp_path, in_served):
+    with TestClient(create_app(settings(registry_dir=tmp_path / "empty"))) as c:
+        assert c.get("/health").status_code == 200
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "no champion yet" in ready.json()["reason"]
+        assert c.post("/predict", json={"user_id": "SF-0000001"}).status_code == 503
+
+
+def test_corrupt_champion_artifact_is_never_loaded(tmp_path, in_served):
+    registry_copy = tmp_path / "registry"
+    shutil.copytree(in_served / "registry", registry_copy)
+    entry = json.loads((registry_copy / "champion.json").read_text())
+    fake = tmp_path / "model.joblib"
+    fake.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")  # a pickle payload
+    entry["artifact_path"] = str(fake)
+    (registry_copy / "champion.json").write_text(json.dumps(entry))
+    with TestClient(create_app(settings(registry_dir=registry_copy))) as c:
+        ready = c.get("/ready").json()
+        assert "does not match" in ready["reason"]
+
+
+def test_canary_routes_a_stable_fraction_of_users_to_the_challenger(in_served):
+    ids = [f"SF-{i:07d}" for i in range(1, 201)]
+    with TestClient(create_app(settings(canary_fraction=0.3))) as c:
+        assert c.get("/model").json()["challenger"]["version"] == "2"
+        roles = {uid: c.post("/predict", json={"user_id": uid}).json()["model_version"]
+                 for uid in ids}  # fmt: skip
+        again = {uid: c.post("/predict", json={"user_id": uid}).json()["model_version"]
+                 for uid in ids[:50]}  # fmt: skip
+        text = c.get("/metrics").text
+    share = sum(v == "2" for v in roles.values()) / len(roles)
+    assert 0.2 < share < 0.4
+    assert all(roles[uid] == again[uid] for uid in again)
+    assert 'churn_predictions_total{model_version="2",role="challenger"}' in text
+
+
+def test_shadow_answers_with_the_champion_and_records_the_challenger(in_served):
+    with TestClient(create_app(settings(shadow=True))) as c:
+        answers = [c.post("/predict", json={"user_id": f"SF-{i:07d}"}).json() for i in range(1, 41)]
+        text = c.get("/metrics").text
+    assert {a["model_version"] for a in answers} == {"1"}
+    assert 'churn_predictions_total{model_version="2",role="shadow"} 40.0' in text
+    assert "churn_shadow_score_delta_count 40.0" in text
+    agree = [line for line in text.splitlines() if line.startswith("churn_shadow_agreement_total")]
+    assert sum(float(line.split()[-1]) for line in agree) == 40
+
+
+def test_openapi_lists_every_route(client):
+    paths = set(client.get("/openapi.json").json()["paths"])
+    assert {"/health", "/ready", "/model", "/features/{user_id}", "/predict", "/predict/batch",
+            "/metrics", "/admin/reload"} <= paths  # fmt: skip
+
+
+def test_serving_does_not_import_mlflow(in_served):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fastapi.testclient import TestClient; from churn.serve import "
+        "create_app; c = TestClient(create_app()); c.__enter__(); "
+        "assert c.get('/ready').status_code == 200; print('mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path.cwd(), capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "False", out.stderr
