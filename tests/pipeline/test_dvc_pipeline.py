@@ -4,69 +4,20 @@ determinism, param-scoped reruns, experiments and metrics diff."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.helpers import ALL, BIN, dvc, make_repo, ran_stages, set_param, sh
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
-ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote"]
-
-
-def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
-    )  # fmt: skip
-    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(repo, str(BIN / "dvc"), *args, check=check)
-
-
-def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
-    text = result.stdout + result.stderr
-    return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage")]
-
-
-def set_param(repo: Path, dotted: str, value: object) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    node = params
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(REPO_ROOT / name, repo / name)
-    shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO_ROOT / "data" / "external", repo / "data" / "external")
-    set_param(repo, "ingest.synthetic.n_users", 800)
-    set_param(repo, "ingest.synthetic.n_months", 3)
-    sh(repo, "git", "init", "-q")
-    dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
+    repo = make_repo(tmp_path_factory.mktemp("repo"), n_users=800, n_months=3)
     first = dvc(repo, "repro")
     assert ran_stages(first) == ALL
     sh(repo, "git", "add", "-A")

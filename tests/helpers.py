@@ -1,0 +1,69 @@
+"""Run real processes (git, dvc, churn) in a temp copy of this repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote"]
+
+
+def env() -> dict[str, str]:
+    """The test process's environment for children: venv first, no tracking URI override."""
+    out = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out.update(
+        PATH=f"{BIN}{os.pathsep}{out.get('PATH', '')}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+    )  # fmt: skip
+    return out
+
+
+def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env(), timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(repo, str(BIN / "dvc"), *args, check=check)
+
+
+def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
+    text = result.stdout + result.stderr
+    return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage")]
+
+
+def set_param(repo: Path, dotted: str, value: object) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(repo: Path, n_users: int, n_months: int) -> Path:
+    """A git + DVC repo with this project's pipeline and code, on small synthetic data."""
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, repo / name)
+    shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "data" / "external", repo / "data" / "external")
+    set_param(repo, "ingest.synthetic.n_users", n_users)
+    set_param(repo, "ingest.synthetic.n_months", n_months)
+    sh(repo, "git", "init", "-q")
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.analytics", "false")
+    return repo

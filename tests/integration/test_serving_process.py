@@ -1,0 +1,140 @@
+"""`churn serve` as a real uvicorn process on a free loopback port, after a real
+`dvc repro`: HTTP contract, a bounded load test with a rollback + reload in the middle,
+and a schemathesis run over the OpenAPI schema (no server errors)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import BIN, dvc, env, make_repo, set_param, sh
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "integration-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """Two champions in history: a weak one (version 1), then the default (version 2)."""
+    repo = make_repo(tmp_path_factory.mktemp("served-repo"), n_users=800, n_months=2)
+    set_param(repo, "train.hist_gb.max_iter", 10)
+    set_param(repo, "train.hist_gb.max_leaf_nodes", 2)
+    dvc(repo, "repro")
+    set_param(repo, "train.hist_gb.max_iter", 100)
+    set_param(repo, "train.hist_gb.max_leaf_nodes", 6)
+    dvc(repo, "repro")
+    assert '"version": "2"' in (repo / "registry/champion.json").read_text()
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = repo / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "churn"), "serve", "--port", str(port)], cwd=repo, stdout=log,
+            stderr=subprocess.STDOUT, env={**env(), "CHURN_ADMIN_TOKEN": TOKEN},
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"churn serve did not get ready:\n{log_path.read_text()}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def test_binds_loopback_and_answers_the_contract(server, repo):
+    assert server.startswith("http://127.0.0.1:")
+    model = httpx.get(f"{server}/model").json()
+    assert model["version"] == "2"
+    answer = httpx.post(f"{server}/predict", json={"user_id": "SF-0000001"}).json()
+    assert answer["model_version"] == "2" and 0 <= answer["churn_probability"] <= 1
+    assert httpx.post(f"{server}/predict", json={"user_id": "ghost"}).status_code == 404
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'churn_http_requests_total{route="/predict",status="200"}' in metrics
+    assert '"request_id"' in (repo / "serve.log").read_text()  # structured access log
+
+
+def test_load_with_a_rollback_and_reload_in_the_middle_has_no_failures(server, repo):
+    stop = time.monotonic() + 20
+    outcomes: Counter = Counter()
+    versions: Counter = Counter()
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            for i in range(100_000):  # bounded by count and by time
+                if time.monotonic() > stop:
+                    return
+                uid = f"SF-{(seed * 97 + i) % 800 + 1:07d}"
+                try:
+                    r = client.post(f"{server}/predict", json={"user_id": uid})
+                    key, version = r.status_code, r.json().get("model_version")
+                except httpx.HTTPError as exc:
+                    key, version = type(exc).__name__, None
+                with lock:
+                    outcomes[key] += 1
+                    versions[version] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(8)
+    sh(repo, str(BIN / "churn"), "rollback", "--reason", "load test")
+    reload = httpx.post(f"{server}/admin/reload", headers={"authorization": f"Bearer {TOKEN}"},
+                        timeout=60)  # fmt: skip
+    for t in threads:
+        t.join()
+    assert reload.status_code == 200 and reload.json()["model_version"] == "1"
+    assert set(outcomes) == {200}, outcomes
+    assert versions["2"] > 0 and versions["1"] > 0  # served both, swapped without a restart
+    assert httpx.get(f"{server}/model").json()["version"] == "1"
+
+
+def test_schemathesis_finds_no_server_error(server):
+    import hypothesis
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{server}/openapi.json")
+    checked = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @hypothesis.settings(max_examples=25, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+        @hypothesis.given(case=operation.as_strategy())
+        def check(case) -> None:
+            case.call_and_validate(base_url=server, checks=[not_a_server_error])
+
+        check()
+        checked += 1
+    assert checked == 8
