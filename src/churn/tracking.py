@@ -82,8 +82,9 @@ def log_training_run(
     """Log params, tags, the model (skops, signature, input example) and files; return run id."""
     mlflow = _client()
     import skops.io
-    from mlflow.models import infer_signature
     from mlflow.sklearn import log_model
+
+    from mlflow.models import infer_signature
 
     experiment_id = ensure_experiment(experiment)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
@@ -161,16 +162,13 @@ def find_version_by_sha(name: str, sha256: str) -> str | None:
 
 
 def register_version(name: str, run_id: str, tags: dict[str, str]) -> str:
-    """Register runs:/<run_id>/model as a new version of `name`, tagged; return the version."""
+    """Register the run's logged model (runs:/<run_id>/model) as a new version; return it.
+
+    `mlflow.register_model` resolves the runs:/ URI to MLflow 3's logged model, so
+    `models:/<name>@champion` loads (e.g. with `mlflow models serve`).
+    """
     mlflow = _client()
-    client = mlflow.MlflowClient()
-    try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(name, description="StreamFlow churn classifier")
-    version = client.create_model_version(
-        name=name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
-    )
+    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)
     return str(version.version)
 
 

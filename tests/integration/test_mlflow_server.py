@@ -88,6 +88,10 @@ def test_train_promote_rollback_against_a_tracking_server(server, tmp_path, monk
 
     client = MlflowClient(tracking_uri=server)
     assert client.get_model_version_by_alias(NAME, "champion").version == "2"
+    import mlflow.pyfunc
+
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # the registry's source loads
+    assert served.metadata.run_id == registry.read_champion()["run_id"]
     registry.rollback(NAME, None, "integration test")
     assert client.get_model_version_by_alias(NAME, "champion").version == "1"
     assert registry.read_champion()["version"] == "1"
