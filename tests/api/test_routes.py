@@ -228,3 +228,24 @@ def test_serving_does_not_import_mlflow(in_served):
     out = subprocess.run([sys.executable, "-c", code], cwd=Path.cwd(), capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_polling_reloads_when_champion_json_changes(tmp_path, in_served):
+    import time
+
+    from churn.serve import challenger_entry
+
+    registry_copy = tmp_path / "registry"
+    shutil.copytree(in_served / "registry", registry_copy)
+    with TestClient(create_app(settings(registry_dir=registry_copy, poll_seconds=0.2))) as c:
+        assert c.get("/model").json()["version"] == "1"
+        champion = json.loads((registry_copy / "champion.json").read_text())
+        promoted = {**challenger_entry(settings(registry_dir=registry_copy), champion),
+                    "alias": "champion"}  # fmt: skip
+        (registry_copy / "champion.json").write_text(json.dumps(promoted))
+        deadline = time.monotonic() + 20
+        while c.get("/model").json()["version"] != "2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get("/model").json()["version"] == "2"
+        answer = c.post("/predict", json={"user_id": "SF-0000001"}).json()
+        assert answer["model_version"] == "2"
