@@ -82,9 +82,8 @@ def log_training_run(
     """Log params, tags, the model (skops, signature, input example) and files; return run id."""
     mlflow = _client()
     import skops.io
-    from mlflow.sklearn import log_model
-
     from mlflow.models import infer_signature
+    from mlflow.sklearn import log_model
 
     experiment_id = ensure_experiment(experiment)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
