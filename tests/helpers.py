@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,10 @@ def make_repo(repo: Path, n_users: int, n_months: int) -> Path:
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
     return repo
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

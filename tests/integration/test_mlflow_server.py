@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ import pytest
 
 from churn import drift, evaluate, ingest, prepare, promote, registry, train
 from tests.conftest import small_params
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 NAME = "streamflow-churn"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(root: Path, port: int, log) -> subprocess.Popen:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,17 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import BIN, dvc, env, make_repo, set_param, sh
+from tests.helpers import BIN, dvc, env, free_port, make_repo, set_param, sh
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "integration-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
