@@ -7,8 +7,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 from tests.conftest import REPO_ROOT
@@ -75,3 +77,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never answered 200:\n{log_path.read_text()}")
+        time.sleep(0.2)

@@ -8,15 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from churn import drift, evaluate, ingest, prepare, promote, registry, train
 from tests.conftest import small_params
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +31,6 @@ def start_server(root: Path, port: int, log) -> subprocess.Popen:
                             start_new_session=True)  # fmt: skip
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
@@ -54,7 +39,7 @@ def server(tmp_path_factory):
         proc = start_server(root, port, log)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url, proc, root / "server.log")
+            wait_until_ok(f"{url}/health", proc, root / "server.log", 180)
             yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import BIN, dvc, env, free_port, make_repo, set_param, sh
+from tests.helpers import BIN, dvc, env, free_port, make_repo, set_param, sh, wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +48,7 @@ def server(repo):
             start_new_session=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"churn serve did not get ready:\n{log_path.read_text()}")
-                time.sleep(0.2)
+            wait_until_ok(f"{url}/ready", proc, log_path, 90)
             yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
