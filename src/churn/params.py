@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from churn.errors import ChurnError
+from churn.io import atomic_write_text
 
 
 def _iso_date(value: Any) -> str:
@@ -138,6 +139,28 @@ class MlflowParams(_Frozen):
     experiment: str = "streamflow-churn"
 
 
+class GateRule(_Frozen):
+    """How `churn gate` judges one metric of reports/metrics.json."""
+
+    tolerance: float = Field(0.0, ge=0.0, description="allowed regression against the baseline")
+    relative: bool = Field(False, description="tolerance is a fraction of the baseline value")
+    min: float | None = Field(None, description="floor (higher-is-better metrics)")
+    max: float | None = Field(None, description="ceiling (lower-is-better metrics)")
+
+
+def _default_gate_metrics() -> dict[str, GateRule]:
+    return {
+        "roc_auc": GateRule(tolerance=0.01),
+        "pr_auc": GateRule(tolerance=0.02),
+        "recall_at_top_10pct": GateRule(tolerance=0.1, relative=True),
+        "brier": GateRule(tolerance=0.1, relative=True),
+    }
+
+
+class GateParams(_Frozen):
+    metrics: dict[str, GateRule] = Field(default_factory=_default_gate_metrics)
+
+
 class Params(_Frozen):
     as_of: IsoDate = "2024-01-31"
     random_state: int = 42
@@ -148,6 +171,7 @@ class Params(_Frozen):
     drift: DriftParams = DriftParams()
     promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
+    gate: GateParams = GateParams()
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
@@ -173,3 +197,65 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ChurnError(f"{path}: expected a mapping at the top level")
     return parse_params(raw, str(path))
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it; dates stay ISO strings."""
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):  # e.g. 2024-13-01: the params check names it
+        return text
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`key.sub=value` strings (as `dvc exp run -S` takes them) to a mapping."""
+    updates = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ChurnError(f"'{item}': expected KEY=VALUE, e.g. as_of=2024-04-30")
+        updates[key.strip()] = _parse_value(value)
+    return updates
+
+
+def update_params_file(path: str | Path, updates: dict[str, Any]) -> Params:
+    """Set dotted keys in params.yaml in place, keeping comments, order and quoting.
+
+    The result is validated before anything is written; an unknown key or a value
+    that breaks a rule leaves the file untouched.
+    """
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    load_params(path)  # the file as it stands must be valid
+    round_trip = YAML()
+    round_trip.preserve_quotes = True
+    round_trip.width = 4096
+    round_trip.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    data = round_trip.load(path.read_text())
+    for dotted, value in updates.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if not isinstance(node, dict) or leaf not in node:
+            raise ChurnError(f"{path}: no key '{dotted}' to set")
+        old = node[leaf]
+        if isinstance(old, str) and isinstance(value, str):
+            value = type(old)(value)  # keep the quoting style (as_of stays a quoted string)
+        node[leaf] = value
+    out = StringIO()
+    round_trip.dump(data, out)
+    text = out.getvalue()
+    params = parse_params(yaml.safe_load(text), str(path))
+    atomic_write_text(path, text)
+    return params
