@@ -47,7 +47,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        name = func.__name__.replace("registry_", "registry ")
+        name = func.__name__.replace("registry_", "registry ").replace("params_", "params ")
         try:
             result = func(*args, **kwargs)
         except ChurnError as exc:
@@ -186,6 +186,95 @@ def rollback(
 
     entry = reg.rollback(load_params(params).promote.model_name, to, reason)
     typer.echo(f"champion is now version {entry['version']} (sha256 {entry['sha256'][:12]}…)")
+
+
+@app.command()
+@stage
+def monitor(
+    params: ParamsOpt = Path("params.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check every month and report; change nothing")
+    ] = False,
+) -> None:
+    """The closed loop over snapshots newer than the champion's as_of.
+
+    Per month: drift and ROC AUC of the champion against it; when retraining is
+    recommended, set as_of to that month and `dvc repro` (promote's gates decide).
+    Writes reports/monitor/{timeline.json,timeline.png,report.html,summary.md}.
+    """
+    from churn import monitor as stage_module
+
+    timeline = stage_module.run(params, dry_run=dry_run)
+    table = stage_module.steps_frame(timeline)
+    typer.echo(table.to_string(index=False) if len(table) else "no month newer than the champion")
+    typer.echo(f"{timeline['retrains']} retrain(s), {timeline['promotions']} promotion(s); "
+               f"champion v{timeline['end_champion']['version']}"
+               + (" (dry run: nothing changed)" if dry_run else ""))  # fmt: skip
+
+
+@app.command()
+@stage
+def gate(
+    metrics: Annotated[
+        Path, typer.Option(help="metrics to check (the evaluate stage's output)")
+    ] = Path("reports/metrics.json"),
+    baseline: Annotated[Path | None, typer.Option(help="compare with this metrics file…")] = None,
+    rev: Annotated[
+        str | None,
+        typer.Option(help="…or with reports/metrics.json at this git revision, e.g. main"),
+    ] = None,
+    md: Annotated[bool, typer.Option("--md", help="GitHub markdown (for a PR comment)")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Fail (exit 1) when a metric is missing, breaks its floor or regresses too far.
+
+    Rules per metric live under `gate.metrics` in params.yaml (tolerance, relative,
+    min, max); roc_auc and pr_auc take their floors from promote.min_*.
+    """
+    from churn import gate as stage_module
+    from churn.params import load_params
+
+    if baseline is not None and rev is not None:
+        raise ChurnError("give --baseline or --rev, not both")
+    current = stage_module.read_metrics(metrics)
+    before, name = None, None
+    if baseline is not None:
+        before, name = stage_module.read_metrics(baseline), str(baseline)
+    elif rev is not None:
+        before, name = stage_module.metrics_at_rev(rev, metrics), rev
+        if before is None:
+            typer.echo(f"note: {metrics} does not exist at {rev}; checking limits only", err=True)
+            name = None
+    checks = stage_module.run_gate(load_params(params), current, before, str(metrics), str(name))
+    typer.echo(stage_module.render(checks, name, markdown=md), nl=False)
+    failed = [c.metric for c in checks if c.verdict == stage_module.FAIL]
+    if failed:
+        raise ChurnError(f"{len(failed)} of {len(checks)} metrics failed: {', '.join(failed)}")
+
+
+params_app = typer.Typer(help="Read and change params.yaml.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+
+
+@params_app.command("set")
+@stage
+def params_set(
+    assignments: Annotated[
+        list[str], typer.Argument(help="KEY=VALUE, dotted keys, e.g. as_of=2024-04-30")
+    ],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Change params.yaml in place (comments kept), like `dvc exp run -S` but for `dvc repro`.
+
+    The new file is validated before it is written: an unknown key or a bad value
+    leaves it untouched. Dates stay quoted strings.
+    """
+    from churn.params import parse_assignments, update_params_file
+
+    updates = parse_assignments(assignments)
+    update_params_file(params, updates)
+    for key, value in updates.items():
+        typer.echo(f"{key} = {value!r}")
 
 
 @app.command()

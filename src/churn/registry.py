@@ -31,7 +31,8 @@ from churn import tracking
 from churn.errors import ChurnError
 from churn.io import sha256_file
 
-REGISTRY_DIR = Path("registry")
+# CHURN_REGISTRY_DIR: a scratch registry for throwaway runs (CI's small run); serve reads it too
+REGISTRY_DIR = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"

@@ -1,7 +1,9 @@
 """Every MLflow call of the project lives here.
 
 The tracking URI is `MLFLOW_TRACKING_URI` when set, else an embedded SQLite store
-under the git-ignored `mlflow/` folder of the repo (never a DVC out).
+under the git-ignored `mlflow/` folder of the repo (never a DVC out). Queued and
+`--temp` experiments run in a copy of the repo under .dvc/tmp/; DVC sets DVC_ROOT to
+the real repo there, so their runs land in the same store as every other run.
 """
 
 from __future__ import annotations
@@ -24,11 +26,17 @@ def disable_telemetry() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
+def store_dir() -> Path:
+    """The repo's mlflow/ folder: under DVC_ROOT when DVC runs the command, else here."""
+    root = os.environ.get("DVC_ROOT")
+    return Path(root) / MLFLOW_DIR if root else MLFLOW_DIR
+
+
 def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{(MLFLOW_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
 def _client():
@@ -50,7 +58,7 @@ def ensure_experiment(name: str) -> str:
         return experiment.experiment_id
     location = None
     if "MLFLOW_TRACKING_URI" not in os.environ:
-        location = (MLFLOW_DIR / "artifacts").resolve().as_uri()
+        location = (store_dir() / "artifacts").resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
