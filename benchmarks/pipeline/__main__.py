@@ -41,30 +41,42 @@ def run(repo: Path, *args: str, env: dict[str, str]) -> float:
     return elapsed
 
 
-def make_repo(n_users: int, n_months: int) -> Path:
+def make_repo(n_users: int, n_months: int, drift_from_month: int = 1, **params_set: str) -> Path:
     repo = Path(tempfile.mkdtemp(prefix=f"churn-bench-{n_users}-"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "external", repo / "data" / "external")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["ingest"]["synthetic"].update(n_users=n_users, n_months=n_months, drift_from_month=1)
+    params["ingest"]["synthetic"].update(
+        n_users=n_users, n_months=n_months, drift_from_month=drift_from_month
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
 
-def bench_size(n_users: int, n_months: int, noop_repeats: int) -> dict:
-    repo = make_repo(n_users, n_months)
-    stage_log = repo / "stages.jsonl"
+def bench_env(stage_log: Path) -> dict[str, str]:
+    """No tracking URI override, telemetry off, per-stage timings to stage_log."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_DISABLE_TELEMETRY="true",
                CHURN_STAGE_LOG=str(stage_log), GIT_AUTHOR_NAME="bench",
                GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="bench",
                GIT_COMMITTER_EMAIL="bench@example.com")  # fmt: skip
+    return env
+
+
+def init_repo(repo: Path, env: dict[str, str]) -> None:
+    run(repo, "git", "init", "-q", env=env)
+    run(repo, str(BIN / "dvc"), "init", "-q", env=env)
+    run(repo, str(BIN / "dvc"), "config", "core.analytics", "false", env=env)
+
+
+def bench_size(n_users: int, n_months: int, noop_repeats: int) -> dict:
+    repo = make_repo(n_users, n_months)
+    stage_log = repo / "stages.jsonl"
+    env = bench_env(stage_log)
     try:
-        run(repo, "git", "init", "-q", env=env)
-        run(repo, str(BIN / "dvc"), "init", "-q", env=env)
-        run(repo, str(BIN / "dvc"), "config", "core.analytics", "false", env=env)
+        init_repo(repo, env)
         print(f"[{n_users} users x {n_months} months] full dvc repro ...", flush=True)
         full = run(repo, str(BIN / "dvc"), "repro", env=env)
         stages = [json.loads(line) for line in stage_log.read_text().splitlines()]
