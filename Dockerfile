@@ -18,7 +18,7 @@ RUN pip install -r requirements.txt
 
 COPY registry ./registry
 COPY mlflow/models ./mlflow/models
-COPY data/prepared/online_features.parquet data/prepared/features.json ./data/prepared/
+COPY mlflow/online ./mlflow/online
 USER churn
 
 EXPOSE 8000

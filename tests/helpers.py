@@ -31,15 +31,20 @@ def env() -> dict[str, str]:
     return out
 
 
-def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env(), timeout=600)
+def sh(
+    repo: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True,
+                            env={**env(), **(extra_env or {})}, timeout=600)  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(repo, str(BIN / "dvc"), *args, check=check)
+def dvc(
+    repo: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return sh(repo, str(BIN / "dvc"), *args, check=check, extra_env=extra_env)
 
 
 def ran_stages(result: subprocess.CompletedProcess) -> list[str]:

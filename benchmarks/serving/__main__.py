@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import httpx
-import joblib
 import numpy as np
 import pandas as pd
 import psutil
@@ -109,9 +108,10 @@ def wrk(url: str, body: dict, connections: int, seconds: int) -> dict:
 
 def in_process(champion: dict, online: pd.DataFrame, features: list[str]) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from churn import modelfile
     from churn.fastpath import compile_pipeline
 
-    pipeline = joblib.load(ROOT / champion["artifact_path"])
+    pipeline = modelfile.load(ROOT / champion["artifact_path"])
     compiled = compile_pipeline(pipeline, online.head(500))
     num, cat = compiled.encode(online)
     transformed = compiled.transform(num, cat)

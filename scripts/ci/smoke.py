@@ -57,7 +57,8 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
 def first_user_id() -> str:
     import pandas as pd
 
-    path = Path("data/prepared/online_features.parquet")
+    registry = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
+    path = Path("mlflow/online") / registry.name / "online_features.parquet"
     if not path.exists():
         raise SmokeError(f"{path}: not found; run `dvc repro` first")
     return str(pd.read_parquet(path, columns=["user_id"])["user_id"].iloc[0])

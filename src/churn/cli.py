@@ -48,6 +48,7 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         name = func.__name__.replace("registry_", "registry ").replace("params_", "params ")
+        _pin_threads()
         try:
             result = func(*args, **kwargs)
         except ChurnError as exc:
@@ -68,6 +69,21 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return wrapper
+
+
+# One BLAS/OpenMP thread everywhere: a stage's bytes and verdicts must not depend on the
+# core count, OMP_NUM_THREADS or a busy CPU (OpenMP threads spin-wait under load), and a
+# threaded server oversubscribes two cores with more. The variables cover libraries
+# loaded later; threadpoolctl the ones already loaded.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin_threads() -> None:
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def _record_stage(name: str, elapsed: float) -> None:
@@ -183,8 +199,10 @@ def rollback(
     """Move the `champion` alias and registry/champion.json back to another version."""
     from churn import registry as reg
     from churn.params import load_params
+    from churn.promote import note_rollback
 
     entry = reg.rollback(load_params(params).promote.model_name, to, reason)
+    note_rollback(entry)
     typer.echo(f"champion is now version {entry['version']} (sha256 {entry['sha256'][:12]}…)")
 
 
@@ -350,7 +368,11 @@ def registry_history() -> None:
 def registry_verify(
     params: ParamsOpt = Path("params.yaml"),
     repair: Annotated[
-        bool, typer.Option("--repair", help="move the alias to match the file")
+        bool,
+        typer.Option(
+            "--repair",
+            help="move the alias to match the file; write a history record a crash left out",
+        ),
     ] = False,
 ) -> None:
     """Check champion.json, the MLflow alias and the artifact sha256 agree."""

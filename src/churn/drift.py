@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from churn import modelfile
 from churn.evaluate import REPORTS_DIR
 from churn.io import atomic_write_text, read_json, require, round_floats, write_json
 from churn.model import feature_names
@@ -237,7 +237,7 @@ def run(
     reference = pd.read_parquet(prepared_dir / "reference.parquet")
     current = pd.read_parquet(prepared_dir / "current.parquet")
     test = pd.read_parquet(prepared_dir / "test.parquet")
-    model = joblib.load(models_dir / MODEL_FILE)
+    model = modelfile.load(models_dir / MODEL_FILE)
     log.info("drift %s -> %s (%d vs %d rows)", spec["as_of"], spec["current_as_of"],
              len(reference), len(current))  # fmt: skip
     result = drift_report(reference, current, test, model, spec, params.drift, params.random_state)

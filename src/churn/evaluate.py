@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
@@ -24,7 +23,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from churn import tracking
+from churn import modelfile, tracking
 from churn.io import (
     atomic_write_text,
     read_json,
@@ -127,7 +126,7 @@ def run(
     test_path = prepared_dir / "test.parquet"
     require(model_path, test_path, prepared_dir / "features.json")
     spec = read_json(prepared_dir / "features.json")
-    model: Pipeline = joblib.load(model_path)
+    model: Pipeline = modelfile.load(model_path)
     test = pd.read_parquet(test_path)
     x = test[feature_names(spec)]
     y = test[spec["label"]].astype(int).to_numpy()

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from churn import modelfile
 from churn.params import TrainParams
 
 MISSING = "missing"
@@ -88,13 +89,9 @@ def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
 
 
 def fit_pipeline(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> Pipeline:
-    """Fit, then pin prediction to one job: a forest's parallel predict_proba sums trees
-    in thread order, which changes the last bits of scores from run to run."""
+    """Fit, then drop machine-specific state (thread counts; see churn.modelfile)."""
     pipeline.fit(x, y)
-    estimator = pipeline.named_steps["model"]
-    if "n_jobs" in estimator.get_params():
-        estimator.set_params(n_jobs=1)
-    return pipeline
+    return modelfile.normalise(pipeline)
 
 
 def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold: float) -> dict:

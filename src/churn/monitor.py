@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
-from churn import registry
+from churn import modelfile, registry
 from churn.drift import drift_report
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR
@@ -85,7 +84,7 @@ def check_month(champion: dict, as_of: str, params: Params, raw_dir: Path = RAW_
     reference = build_features(load_snapshot(raw_dir, manifest, reference_as_of), kinds)
     current = build_features(load_snapshot(raw_dir, manifest, as_of), kinds)
     _, test = split(reference, params.prepare.test_size, params.random_state)
-    model = joblib.load(registry.verified_artifact(champion))
+    model = modelfile.load(registry.verified_artifact(champion))
     spec = {
         "id": ID,
         "label": LABEL,

@@ -1,9 +1,16 @@
 """The registry: MLflow alias + registry/champion.json + registry/history.jsonl, together.
 
 champion.json is what serving reads; it is replaced atomically (temp, fsync, rename)
-and is the commit point of a decision: the alias is moved first, the file second, so a
-crash in between leaves the old file and an alias that `churn registry verify --repair`
-moves back. Promote and rollback hold an exclusive lock on registry/.lock.
+and is the commit point of a decision: the alias is moved first, the file second, the
+history line last. Every crash point is recoverable with `churn registry verify --repair`:
+a moved alias is moved back; a champion.json with no history record gets the record
+rebuilt from the file (which names the champion it replaced); temp files of a crashed
+writer are removed the next time the lock is taken. Promote and rollback hold an
+exclusive lock on registry/.lock.
+
+champion.json arrives by pull request, so it is input: the model is only ever read from
+the content-store path derived from its sha256 (artifact_path must equal that path), and
+loaded with skops (churn.modelfile), never unpickled.
 
 Model bytes are kept in a content-addressed store, mlflow/models/<sha256>/ (git-ignored),
 so champion.json names the same path on every machine; a fresh clone rebuilds the bytes
@@ -16,6 +23,7 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from churn import tracking
+from churn import modelfile, tracking
 from churn.errors import ChurnError
 from churn.io import sha256_file
 
@@ -37,10 +45,13 @@ CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
 STORE_DIR = Path("mlflow") / "models"
-MODEL_FILE = "model.joblib"
+MODEL_FILE = modelfile.MODEL_FILE
 CONTRACT_FILE = "feature_contract.json"
 CHAMPION, CHALLENGER = "champion", "challenger"
 REQUIRED = ("model_name", "version", "alias", "run_id", "sha256", "artifact_path", "as_of")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
 
 def crash_point(name: str) -> None:
@@ -74,9 +85,16 @@ def locked(root: Path = REGISTRY_DIR, timeout_s: float = 60.0) -> Iterator[None]
                     ) from None
                 time.sleep(0.1)
         try:
+            _clean_temp_files(root)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _clean_temp_files(root: Path) -> None:
+    """Remove temp files a crashed writer left (callers hold the lock, so none is live)."""
+    for tmp in root.glob(f".{CHAMPION_FILE}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 # --- champion.json and history ------------------------------------------------------
@@ -87,12 +105,37 @@ def read_champion(root: Path = REGISTRY_DIR) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        entry = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        entry = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ChurnError(f"{path}: not valid JSON ({exc}); restore it from git") from None
+    return check_entry(entry, str(path))
+
+
+def check_entry(entry: Any, where: str) -> dict[str, Any]:
+    """A champion record as it must be; anything else is refused with the field and rule."""
+    if not isinstance(entry, dict):
+        raise ChurnError(f"{where}: expected a JSON object, got {type(entry).__name__}; "
+                         "restore it from git")  # fmt: skip
     missing = [key for key in REQUIRED if key not in entry]
     if missing:
-        raise ChurnError(f"{path}: missing fields {missing}; restore it from git")
+        raise ChurnError(f"{where}: missing fields {missing}; restore it from git")
+
+    def refuse(key: str, rule: str) -> ChurnError:
+        return ChurnError(f"{where}: field '{key}' breaks rule '{rule}' "
+                          f"(got {str(entry.get(key))[:80]!r}); refusing it")  # fmt: skip
+
+    for key, pattern in (("sha256", SHA256), ("run_id", RUN_ID), ("version", VERSION)):
+        if not isinstance(entry[key], str) or not pattern.fullmatch(entry[key]):
+            raise refuse(key, f"matches {pattern.pattern}")
+    expected = store_path(entry["sha256"])
+    if entry["artifact_path"] != str(expected):
+        raise refuse("artifact_path", f"is the content-store path {expected} of sha256")
+    contract = entry.get("contract_path")
+    if contract is not None and contract != str(expected.parent / CONTRACT_FILE):
+        raise refuse("contract_path", f"is {expected.parent / CONTRACT_FILE}")
+    for key in ("model_name", "as_of"):
+        if not isinstance(entry[key], str):
+            raise refuse(key, "is a string")
     return entry
 
 
@@ -146,6 +189,8 @@ def read_history(root: Path = REGISTRY_DIR) -> list[dict[str, Any]]:
 
 
 def store_path(sha256: str) -> Path:
+    if not SHA256.fullmatch(sha256):
+        raise ChurnError(f"sha256 {sha256[:80]!r} is not 64 lowercase hex digits")
     return STORE_DIR / sha256 / MODEL_FILE
 
 
@@ -163,16 +208,43 @@ def store_artifacts(model_path: Path, contract_path: Path) -> Path:
     return target
 
 
+ONLINE_DIR = Path("mlflow") / "online"
+ONLINE_FILES = ("online_features.parquet", "features.json")
+
+
+def online_dir(root: Path = REGISTRY_DIR) -> Path:
+    """Where serving reads the online features of a registry: outside every DVC out, so a
+    failed `dvc repro` (which deletes a stage's outs before running it) cannot remove them."""
+    return ONLINE_DIR / root.name
+
+
+def publish_online(prepared_dir: Path, root: Path = REGISTRY_DIR) -> Path:
+    """Copy prepare's online table (and its spec) to online_dir, each file atomically."""
+    target = online_dir(root)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ONLINE_FILES:
+        tmp = target / f".{name}.tmp"
+        shutil.copyfile(prepared_dir / name, tmp)
+        os.replace(tmp, target / name)
+    return target / ONLINE_FILES[0]
+
+
+def contract_file(entry: dict[str, Any]) -> Path:
+    return store_path(entry["sha256"]).parent / CONTRACT_FILE
+
+
 def verified_artifact(entry: dict[str, Any]) -> Path:
-    """The local path of an entry's model with its sha256 checked (downloaded if needed)."""
-    path = Path(entry["artifact_path"])
+    """The content-store path of an entry's model with its sha256 checked (downloaded from
+    the entry's MLflow run if absent). The path comes from the sha256, never from the JSON."""
+    path = store_path(entry["sha256"])
     if not path.exists() and entry.get("artifact_uri"):
+        uri = f"runs:/{entry['run_id']}/{MODEL_FILE}"
         try:
-            fetched = tracking.download_artifact(entry["artifact_uri"], path.parent)
+            fetched = tracking.download_artifact(uri, path.parent)
         except Exception as exc:
             raise ChurnError(
-                f"{path}: champion artifact absent and not downloadable from "
-                f"{entry['artifact_uri']} ({type(exc).__name__}); run `dvc repro` to rebuild it"
+                f"{path}: champion artifact absent and not downloadable from {uri} "
+                f"({type(exc).__name__}); run `dvc repro` to rebuild it"
             ) from None
         if fetched != path:
             os.replace(fetched, path)
@@ -201,9 +273,13 @@ def entry_for(
     sha256: str,
     reason: str,
     decision: dict | None,
+    previous: dict[str, Any] | None,
     metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A champion.json record for a registered version (metrics default to its run's)."""
+    """A champion.json record for a registered version (metrics default to its run's).
+
+    `previous` (version and sha256 of the champion it replaces) makes the file enough to
+    rebuild its history record after a crash."""
     run = tracking.run_summary(run_id)
     tags = run["tags"]
     contract_path = store_path(sha256).parent / CONTRACT_FILE
@@ -231,6 +307,9 @@ def entry_for(
         "reason": reason,
         "features": features,
         "decision": decision,
+        "previous": None
+        if previous is None
+        else {k: previous.get(k) for k in ("version", "sha256")},
     }
 
 
@@ -246,26 +325,66 @@ def version_for_sha(name: str, sha256: str, run_id: str | None) -> str:
     return tracking.register_version(name, run_id, {tracking.MODEL_SHA_TAG: sha256})
 
 
-def move_champion(entry: dict[str, Any], root: Path = REGISTRY_DIR) -> None:
-    """Alias first, then the file (the commit point); caller holds the lock."""
+def move_champion(entry: dict[str, Any], record: dict[str, Any], root: Path = REGISTRY_DIR) -> None:
+    """Alias, then the file (the commit point), then the history record; caller holds the
+    lock. `verify --repair` completes any prefix of these three steps."""
     tracking.set_alias(entry["model_name"], CHAMPION, entry["version"])
     crash_point("after_alias")
     write_champion(entry, root)
     crash_point("after_file")
+    append_history(record, root)
+
+
+def champion_record(entry: dict[str, Any], action: str, **extra: Any) -> dict[str, Any]:
+    """The history record of a champion change (promote or rollback) to `entry`."""
+    previous = entry.get("previous") or {}
+    record = {"action": action, "model_name": entry["model_name"],
+              "version_before": previous.get("version"), "version_after": entry["version"],
+              "sha256_before": previous.get("sha256"), "sha256": entry["sha256"]}  # fmt: skip
+    if action == "rollback":
+        record["rolled_back_sha256"] = previous.get("sha256")
+    return {**record, **extra}
+
+
+def last_change(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest record that made a model champion."""
+    changes = [r for r in history if r.get("action") in ("promote", "rollback")]
+    return changes[-1] if changes else None
 
 
 # --- verify and rollback ---------------------------------------------------------------
 
 
 def verify(name: str, repair: bool = False, root: Path = REGISTRY_DIR) -> list[str]:
+    """See _verify; a repair holds the registry lock (and so also removes stale temp files)."""
+    if not repair:
+        return _verify(name, False, root)
+    with locked(root):
+        return _verify(name, True, root)
+
+
+def _verify(name: str, repair: bool, root: Path) -> list[str]:
     """Problems between champion.json, the MLflow alias and the artifact (empty: all agree).
 
-    With repair, moves the alias to the version holding champion.json's sha256.
+    With repair, moves the alias to the version holding champion.json's sha256 and writes
+    the history record a crash left out (rebuilt from champion.json).
     """
     champion = read_champion(root)
     if champion is None:
         return [f"{root / CHAMPION_FILE}: no champion yet; run `dvc repro` to promote one"]
     problems = []
+    last = last_change(read_history(root))
+    if last is None or last.get("sha256") != champion["sha256"]:
+        problems.append(
+            f"{root / HISTORY_FILE}: no record made version {champion['version']} (sha256 "
+            f"{champion['sha256'][:12]}…) champion (a promote or rollback stopped before "
+            "writing it); repair with `churn registry verify --repair`"
+        )
+        if repair:
+            reason = str(champion.get("reason", ""))
+            action = "rollback" if reason.startswith("rollback") else "promote"
+            append_history(champion_record(champion, action, reason=reason, repaired=True), root)
+            problems[-1] += " (repaired)"
     try:
         verified_artifact(champion)
     except ChurnError as exc:
@@ -338,14 +457,8 @@ def rollback(name: str, to: str | None, reason: str, root: Path = REGISTRY_DIR) 
             raise ChurnError(f"version {target_version} is already the champion")
         entry = entry_for(
             name=name, version=target_version, run_id=info["run_id"], sha256=sha,
-            reason=f"rollback: {reason}", decision=None,
+            reason=f"rollback: {reason}", decision=None, previous=current,
         )  # fmt: skip
         verified_artifact(entry)  # refuses a missing or corrupt artifact
-        move_champion(entry, root)
-        append_history(
-            {"action": "rollback", "model_name": name, "version_before": current["version"],
-             "version_after": target_version, "sha256_before": current["sha256"],
-             "sha256": sha, "rolled_back_sha256": current["sha256"], "reason": reason},
-            root,
-        )  # fmt: skip
+        move_champion(entry, champion_record(entry, "rollback", reason=reason), root)
         return entry

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -23,14 +24,13 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import joblib
 import numpy as np
 import orjson
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,12 +42,13 @@ from prometheus_client import (
 from prometheus_client.core import HistogramMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from churn import registry
+from churn import modelfile, registry
 from churn.errors import ChurnError
 from churn.fastpath import CompiledModel, compile_pipeline
 
 log = logging.getLogger("churn.serve")
 access_log = logging.getLogger("churn.access")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # an X-Request-ID we echo; else a new one
 
 
 # --- settings ------------------------------------------------------------------------
@@ -58,7 +59,8 @@ class Settings:
     """Serving configuration (environment variables in brackets)."""
 
     registry_dir: Path = Path("registry")  # CHURN_REGISTRY_DIR
-    features_path: Path = Path("data/prepared/online_features.parquet")  # CHURN_FEATURES
+    # CHURN_FEATURES; default: what promote published for this registry (mlflow/online/...)
+    features_path: Path | None = None
     admin_token: str | None = None  # CHURN_ADMIN_TOKEN: enables POST /admin/reload
     max_batch: int = 1000  # CHURN_MAX_BATCH
     max_body_bytes: int = 2_000_000  # CHURN_MAX_BODY_BYTES
@@ -69,9 +71,10 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
+        features = env.get("CHURN_FEATURES")
         return cls(
             registry_dir=Path(env.get("CHURN_REGISTRY_DIR", "registry")),
-            features_path=Path(env.get("CHURN_FEATURES", "data/prepared/online_features.parquet")),
+            features_path=Path(features) if features else None,
             admin_token=env.get("CHURN_ADMIN_TOKEN") or None,
             max_batch=int(env.get("CHURN_MAX_BATCH", "1000")),
             max_body_bytes=int(env.get("CHURN_MAX_BODY_BYTES", "2000000")),
@@ -113,7 +116,7 @@ class Bundle:
 
 def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Served:
     path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
-    contract_path = Path(entry.get("contract_path") or path.parent / registry.CONTRACT_FILE)
+    contract_path = registry.contract_file(entry)
     if not contract_path.exists():
         raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
     contract = json.loads(contract_path.read_text())
@@ -122,7 +125,7 @@ def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Serve
     if missing:
         raise ChurnError(f"online features lack {missing[:5]} required by version "
                          f"{entry['version']}")  # fmt: skip
-    pipeline = joblib.load(path)
+    pipeline = modelfile.load(path)
     sample = online.sample(n=min(len(online), 500), random_state=0)
     compiled = compile_pipeline(pipeline, sample)
     if compiled is None:
@@ -154,9 +157,13 @@ def load_bundle(settings: Settings) -> Bundle:
     if entry is None:
         raise ChurnError(f"{settings.registry_dir / registry.CHAMPION_FILE}: no champion yet; "
                          "run `dvc repro` to train and promote one")  # fmt: skip
-    if not settings.features_path.exists():
-        raise ChurnError(f"{settings.features_path}: online features absent; run `dvc repro`")
-    online = pd.read_parquet(settings.features_path)
+    features_path = settings.features_path or (
+        registry.online_dir(settings.registry_dir) / registry.ONLINE_FILES[0]
+    )
+    if not features_path.exists():
+        raise ChurnError(f"{features_path}: online features absent; run `dvc repro` "
+                         "(promote publishes them)")  # fmt: skip
+    online = pd.read_parquet(features_path)
     online = online.drop_duplicates("user_id").reset_index(drop=True)
     champion = _load_model(entry, registry.CHAMPION, online)
     challenger = None
@@ -169,7 +176,7 @@ def load_bundle(settings: Settings) -> Bundle:
                 log.warning("challenger not loaded: %s", exc)
     row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}
     online_as_of = None
-    spec_path = settings.features_path.parent / "features.json"
+    spec_path = features_path.parent / "features.json"
     if spec_path.exists():
         online_as_of = json.loads(spec_path.read_text()).get("online_as_of")
     return Bundle(champion, challenger, row_of, online, online_as_of)
@@ -260,7 +267,7 @@ class PredictRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_ids: list[str] | None = None
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
     records: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -328,6 +335,10 @@ def validate_record(record: dict[str, Any], contract: dict, where: list[Any]) ->
             raise _invalid(loc, "expected true/false", "type")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid(loc, "expected a number", "type")
+        try:
+            value = float(value)  # an int of 400 digits does not fit a float
+        except OverflowError:
+            raise _invalid(loc, "too large for a number", "range") from None
         if not math.isfinite(value):
             raise _invalid(loc, "must be finite (no NaN or infinity)", "finite")
         lo, hi = spec.get("min"), spec.get("max")
@@ -362,25 +373,29 @@ class RequestContext:
             return
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         settings: Settings = self.state.settings
         metrics: Metrics = self.state.metrics
         status = {"code": 500}
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        too_large = (
+            length is not None and length.isdigit() and int(length) > settings.max_body_bytes
+        )
+        body = None if too_large else await self._read_body(receive, settings.max_body_bytes)
+        if body is None:  # over the limit, declared or while reading a chunked body
             await self._reply(send, 413, {"detail": f"body over {settings.max_body_bytes} bytes"},
                               request_id)  # fmt: skip
             status["code"] = 413
         else:
-            received = {"bytes": 0}
+            replayed = {"done": False}
 
-            async def limited_receive() -> dict:
-                message = await receive()
-                received["bytes"] += len(message.get("body", b""))
-                if received["bytes"] > settings.max_body_bytes:
-                    raise _BodyTooLarge
-                return message
+            async def replay_receive() -> dict:
+                if not replayed["done"]:
+                    replayed["done"] = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # disconnect notices after the body
 
             async def send_with_id(message: dict) -> None:
                 if message["type"] == "http.response.start":
@@ -389,10 +404,7 @@ class RequestContext:
                 await send(message)
 
             try:
-                await self.app(scope, limited_receive, send_with_id)
-            except _BodyTooLarge:
-                status["code"] = 413
-                await self._reply(send, 413, {"detail": "body too large"}, request_id)
+                await self.app(scope, replay_receive, send_with_id)
             except Exception:
                 metrics.errors.labels(self._route(scope), "exception").inc()
                 raise
@@ -407,6 +419,23 @@ class RequestContext:
                                     "ms": round(elapsed * 1000, 3)}))  # fmt: skip
 
     @staticmethod
+    async def _read_body(receive: Callable, limit: int) -> bytes | None:
+        """The whole request body, or None once it exceeds `limit` (chunked bodies too:
+        read here, the limit gives 413 instead of the parser's generic 400)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
     def _route(scope: dict) -> str:
         route = scope.get("route")
         return getattr(route, "path", None) or "unmatched"
@@ -419,10 +448,6 @@ class RequestContext:
                                 (b"content-length", str(len(payload)).encode()),
                                 (b"x-request-id", request_id.encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": payload})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -452,6 +477,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="StreamFlow churn API",
         version="1",
         lifespan=lifespan,
+        # the body limit answers any route (RequestContext), so every route declares it
+        responses={413: {"description": "request body over CHURN_MAX_BODY_BYTES"}},
         description="Churn probability for StreamFlow users, served from the registry's champion.",
     )
     app.state.settings = settings
@@ -540,6 +567,11 @@ def _shadow(request: Request, bundle: Bundle, served: Served, score: float, row)
     metrics.shadow_agreement.labels(str((other >= threshold) == (score >= threshold))).inc()
 
 
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "not ready: no model or features loaded (the reason is in detail)"}
+}
+
+
 def _routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -555,7 +587,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                                 status_code=503)  # fmt: skip
         return JSONResponse({"status": "ready", "model_version": bundle.champion.version})
 
-    @app.get("/model")
+    @app.get("/model", responses=NOT_READY)
     async def model(request: Request) -> dict[str, Any]:
         """The served model: registry entry, metrics and lineage."""
         bundle = _bundle(request)
@@ -574,7 +606,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                                  "shadow": settings.shadow}  # fmt: skip
         return out
 
-    @app.get("/features/{user_id}", responses={404: {"description": "unknown user"}})
+    @app.get("/features/{user_id}", responses={404: {"description": "unknown user"}, **NOT_READY})
     async def features(user_id: str, request: Request) -> dict[str, Any]:
         """The online features of one user."""
         bundle = _bundle(request)
@@ -585,7 +617,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v)
                 for k, v in record.items()}  # fmt: skip
 
-    @app.post("/predict", responses={404: {"description": "unknown user"}})
+    @app.post("/predict", responses={404: {"description": "unknown user"}, **NOT_READY})
     async def predict(body: PredictRequest, request: Request) -> Prediction:
         """Churn probability for a user id (online features) or for a feature record."""
         bundle = _bundle(request)
@@ -617,7 +649,8 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             _shadow(request, bundle, served, score, score_of)
         return _answer(request, bundle, served, body.user_id, score)  # type: ignore[return-value]
 
-    @app.post("/predict/batch", responses={413: {"description": "batch too large"}})
+    @app.post("/predict/batch", responses={413: {"description": "batch or body too large"},
+                                           **NOT_READY})  # fmt: skip
     async def predict_batch(body: BatchRequest, request: Request) -> dict[str, Any]:
         """Many user ids or feature records (at most CHURN_MAX_BATCH) scored by the champion."""
         bundle = _bundle(request)
@@ -662,13 +695,19 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         # orjson: FastAPI's generic encoder costs more than the model on a 1 000-row batch
         return Response(orjson.dumps(payload), media_type="application/json")  # type: ignore[return-value]
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(request.app.state.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)  # fmt: skip
 
-    @app.post("/admin/reload", responses={401: {}, 404: {}, 409: {}})
+    reload_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "bad or missing bearer token"},
+        404: {"description": "reload disabled (no CHURN_ADMIN_TOKEN)"},
+        409: {"description": "reload failed; the old model keeps serving"},
+    }
+
+    @app.post("/admin/reload", responses=reload_responses)
     async def reload(request: Request) -> dict[str, Any]:
         """Re-read champion.json and swap model and features atomically (bearer token)."""
         if not settings.admin_token:

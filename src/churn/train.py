@@ -7,11 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from churn import tracking
+from churn import modelfile, tracking
 from churn.errors import ChurnError
 from churn.io import read_json, sha256_file, write_json
 from churn.model import build_pipeline, feature_contract, feature_names, fit_pipeline
@@ -21,7 +20,7 @@ from churn.prepare import PREPARED_DIR
 log = logging.getLogger("churn.train")
 
 MODELS_DIR = Path("models")
-MODEL_FILE = "model.joblib"
+MODEL_FILE = modelfile.MODEL_FILE
 CONTRACT_FILE = "feature_contract.json"
 
 
@@ -74,9 +73,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     contract_path = out_dir / CONTRACT_FILE
-    tmp = model_path.with_suffix(".joblib.tmp")
-    joblib.dump(trained.model, tmp, compress=3)
-    os.replace(tmp, model_path)
+    modelfile.save(trained.model, model_path)
     write_json(contract_path, trained.contract)
     model_sha = sha256_file(model_path)
     log.info("wrote %s (sha256 %s…)", model_path, model_sha[:12])

@@ -6,11 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import joblib
 import pandas as pd
 import pytest
 
-from churn import evaluate, ingest, prepare, train
+from churn import evaluate, ingest, modelfile, prepare, train
 from churn.io import sha256_file
 from tests.conftest import small_params
 
@@ -32,7 +31,7 @@ def test_train_run_is_logged_and_evaluate_adds_metrics(workdir: Path, monkeypatc
     assert len(runs) == 1
     run = runs[0]
     tags = run.data.tags
-    assert tags["model_sha256"] == sha256_file("models/model.joblib")
+    assert tags["model_sha256"] == sha256_file("models/model.skops")
     assert tags["data_sha256"] == sha256_file("data/prepared/train.parquet")
     assert tags["as_of"] == "2024-01-31" and tags["dvc_exp_name"] == "tiny-exp"
     assert run.info.run_name == "tiny-exp"
@@ -45,7 +44,7 @@ def test_train_run_is_logged_and_evaluate_adds_metrics(workdir: Path, monkeypatc
     features = [f["name"] for f in json.loads(Path("data/prepared/features.json").read_text())[
         "features"]]  # fmt: skip
     logged = model.predict(test[features])
-    local = joblib.load("models/model.joblib").predict_proba(test[features])
+    local = modelfile.load("models/model.skops").predict_proba(test[features])
     assert logged.shape == (5, 2)
     assert (abs(logged - local) < 1e-12).all()
     assert model.metadata.signature is not None

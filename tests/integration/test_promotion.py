@@ -17,7 +17,7 @@ import yaml
 from churn import drift, evaluate, ingest, prepare, promote, registry, tracking, train
 from churn.errors import ChurnError
 from churn.io import sha256_file
-from tests.conftest import small_params
+from tests.conftest import REPO_ROOT, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_first_promotion_then_a_worse_candidate_is_skipped(work):
     report = promote.run(params())
     assert report["decision"] == "promote"
     first = champion()
-    assert first["version"] == "1" and first["sha256"] == sha256_file("models/model.joblib")
+    assert first["version"] == "1" and first["sha256"] == sha256_file("models/model.skops")
     assert tracking.alias_version(NAME, "champion") == "1"
     assert Path(first["artifact_path"]).is_file() and not Path(first["artifact_path"]).is_absolute()
 
@@ -94,7 +94,7 @@ def test_experiments_and_dry_runs_decide_but_move_nothing(how, work, monkeypatch
     after = Path("registry/champion.json").read_text(), Path("registry/history.jsonl").read_text()
     assert after == before
     assert tracking.alias_version(NAME, "champion") == "1"
-    assert tracking.find_version_by_sha(NAME, sha256_file("models/model.joblib")) is None
+    assert tracking.find_version_by_sha(NAME, sha256_file("models/model.skops")) is None
 
 
 def test_rollback_moves_alias_and_file_together_and_blocks_re_promotion(work):
@@ -137,7 +137,7 @@ def test_rollback_refusals(work):
     with pytest.raises(ChurnError, match=r"absent|not downloadable"):
         # the store copy is gone; MLflow still has it, so it is fetched and verified
         registry.verified_artifact({"artifact_path": str(v1), "artifact_uri": None,
-                                    "version": "1", "sha256": "x"})  # fmt: skip
+                                    "version": "1", "sha256": v1.parent.name})  # fmt: skip
     v1.parent.mkdir(parents=True, exist_ok=True)
     v1.write_bytes(b"not the model")
     with pytest.raises(ChurnError, match="does not match"):
@@ -191,11 +191,27 @@ def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(poin
     assert crashed.returncode == -9, crashed.stderr
     text = Path("registry/champion.json").read_text()
     entry = json.loads(text)  # always a complete file...
-    new_sha = sha256_file("models/model.joblib")
+    new_sha = sha256_file("models/model.skops")
     assert text == old or entry["sha256"] == new_sha  # ...either the old or the new one
     verify = cli("registry", "verify")
+    if point == "before_rename":  # the crashed writer's temp file: git-ignored, then cleaned
+        assert [p.name for p in Path("registry").glob(".champion.json.*.tmp")]
+        ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
+        assert "/registry/.*.tmp" in ignored
     if point == "after_file":
-        assert entry["sha256"] == new_sha and verify.returncode == 0
+        # a champion with no history record: found, repaired from the file, rollback works
+        assert (
+            entry["sha256"] == new_sha and entry["previous"]["sha256"] == json.loads(old)["sha256"]
+        )
+        assert verify.returncode == 1 and "no record made version 2" in verify.stdout
+        repaired = cli("registry", "verify", "--repair")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        last = registry.read_history()[-1]
+        assert last["action"] == "promote" and last["repaired"] and last["sha256"] == new_sha
+        assert cli("registry", "verify").returncode == 0
+        back = cli("rollback", "--reason", "after the crash")
+        assert back.returncode == 0, back.stderr
+        assert champion()["version"] == "1"
         return
     assert text == old
     assert verify.returncode == 1 and "--repair" in verify.stdout  # half-moved alias found
@@ -204,4 +220,5 @@ def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(poin
     assert tracking.alias_version(NAME, "champion") == "1"
     assert cli("registry", "verify").returncode == 0
     assert history_actions()[-1] == "repair"
+    assert not list(Path("registry").glob(".champion.json.*.tmp"))
     shutil.rmtree("mlflow/models", ignore_errors=True)

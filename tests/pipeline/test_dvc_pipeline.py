@@ -28,7 +28,7 @@ def repo(tmp_path_factory) -> Path:
 def test_first_run_writes_every_output_and_an_mlflow_run(repo):
     for path in ("data/raw/manifest.json", "data/prepared/train.parquet",
                  "data/prepared/online_features.parquet", "data/prepared/reference.parquet",
-                 "models/model.joblib", "models/feature_contract.json",
+                 "models/model.skops", "models/feature_contract.json",
                  "reports/plots/roc.json", "reports/plots/confusion.csv", "reports/drift.json",
                  "reports/drift.html", "reports/promotion.json", "registry/champion.json",
                  "registry/history.jsonl"):  # fmt: skip
@@ -60,6 +60,39 @@ def test_forced_repro_gives_the_same_lock(repo):
     assert ran_stages(dvc(repo, "repro", "-f")) == ALL
     assert (repo / "dvc.lock").read_text() == committed
     assert sh(repo, "git", "status", "--porcelain").stdout == ""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_forced_repro_gives_the_same_lock_with_any_thread_count(threads, repo):
+    """The model's bytes do not record the core count (HistGradientBoosting pickled its
+    thread count): the champion is the same file on a 1-core and a 2-core machine."""
+    committed = (repo / "dvc.lock").read_text()
+    result = dvc(repo, "repro", "-f", extra_env={"OMP_NUM_THREADS": threads})
+    assert ran_stages(result) == ALL
+    assert "already the champion" in result.stdout + result.stderr  # no new version
+    assert (repo / "dvc.lock").read_text() == committed
+    assert sh(repo, "git", "status", "--porcelain").stdout == ""
+
+
+def test_a_failed_stage_does_not_take_serving_down(repo, monkeypatch):
+    """DVC deletes a stage's outs before running it; serving reads what promote published
+    outside them, so a failed prepare leaves data/prepared/ gone and the API ready."""
+    from fastapi.testclient import TestClient
+
+    from churn.serve import Settings, create_app
+
+    set_param(repo, "as_of", "2031-01-31")  # no such snapshot: prepare fails
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "as_of" in failed.stdout + failed.stderr
+    assert not (repo / "data/prepared/online_features.parquet").exists()
+    monkeypatch.chdir(repo)
+    with TestClient(create_app(Settings())) as client:
+        assert client.get("/ready").status_code == 200, client.get("/ready").text
+        answer = client.post("/predict", json={"user_id": "SF-0000001"})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    dvc(repo, "checkout")
+    assert ran_stages(dvc(repo, "repro")) == []
 
 
 def test_fresh_clone_rebuilds_and_restores_the_champion_without_changes(repo, tmp_path):
@@ -132,3 +165,21 @@ def test_dvc_plots_render_offline_in_headless_chromium(repo):
     assert dom.count('class="vega-embed') >= 5
     for title in ("ROC curve", "Confusion matrix", "Permutation importance"):
         assert title in page
+
+
+def test_after_a_rollback_the_next_repro_decides_again(repo):
+    """promote's decision is a DVC out: a rollback changes it, so `dvc repro` reruns promote
+    (which then refuses to promote the model rolled back from)."""
+    set_param(repo, "promote.margin", -1.0)  # any candidate passes non-regression
+    set_param(repo, "train.hist_gb.max_iter", 30)
+    dvc(repo, "repro")
+    champion = json.loads((repo / "registry/champion.json").read_text())
+    assert champion["reason"] == "passed every gate"
+    back = sh(repo, str(BIN / "churn"), "rollback", "--reason", "alerts")
+    assert "champion is now version" in back.stdout
+    assert "promote" in dvc(repo, "status").stdout
+    rerun = dvc(repo, "repro")
+    assert ran_stages(rerun) == ["promote"]
+    report = json.loads((repo / "reports/promotion.json").read_text())
+    assert report["decision"] == "skip" and "not_rolled_back" in report["failed_gates"]
+    assert ran_stages(dvc(repo, "repro")) == []

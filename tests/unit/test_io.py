@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from churn.io import atomic_write_text, round_floats, staged_dir, write_json
+from churn.io import atomic_write_bytes, atomic_write_text, round_floats, staged_dir, write_json
 
 
 def test_round_floats_is_recursive_and_drops_non_finite():
@@ -23,8 +23,8 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path):
     target = tmp_path / "x.txt"
     atomic_write_text(target, "old")
 
-    with pytest.raises(TypeError):
-        atomic_write_text(target, 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # fails inside the write, after the temp file exists
+        atomic_write_bytes(target, 42)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 

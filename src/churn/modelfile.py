@@ -1,0 +1,110 @@
+"""The model file: skops (no pickle), byte-identical for the same fit on any machine.
+
+A pickle runs code when it is loaded, and champion.json arrives by pull request, so the
+model is stored with skops and loaded with an explicit list of trusted types: a file that
+names anything else is refused, and nothing in it is executed.
+
+skops alone is not reproducible: its zip holds the save time and names arrays after
+`id(obj)` (a memory address). `dumps` rewrites the zip with arrays numbered in schema
+order and a fixed timestamp. HistGradientBoosting also records the thread count it was
+fitted with (`_BinMapper.n_threads`); it is reset to None (= decide at predict time), so
+the bytes do not depend on the core count or OMP_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from churn.errors import ChurnError
+from churn.io import atomic_write_bytes
+
+MODEL_FILE = "model.skops"
+# Beyond skops' own trusted defaults (sklearn estimators, numpy arrays): exactly the types
+# this project's three estimators need. Anything else in a file is refused at load.
+TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def normalise(model: Any) -> Any:
+    """Drop machine-specific state from a fitted Pipeline (in place; returns it)."""
+    steps = getattr(model, "named_steps", {})
+    estimator = steps.get("model", model)
+    bin_mapper = getattr(estimator, "_bin_mapper", None)
+    if bin_mapper is not None:
+        bin_mapper.n_threads = None
+    if "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)  # predicting in thread order changes scores' last bits
+    return model
+
+
+def _renumber(node: Any, files: dict[str, str], ids: dict[int, int]) -> Any:
+    """Replace memory addresses (array file names, `__id__` memo keys) by first-seen order."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "file" and isinstance(value, str) and value.endswith(".npy"):
+                out[key] = files.setdefault(value, f"{len(files)}.npy")
+            elif key == "__id__" and isinstance(value, int):
+                out[key] = ids.setdefault(value, len(ids))
+            else:
+                out[key] = _renumber(value, files, ids)
+        return out
+    if isinstance(node, list):
+        return [_renumber(v, files, ids) for v in node]
+    return node
+
+
+def dumps(model: Any) -> bytes:
+    """The model as skops bytes that depend only on the fitted parameters."""
+    import skops.io
+
+    normalise(model)
+    source = zipfile.ZipFile(io.BytesIO(skops.io.dumps(model)))
+    names: dict[str, str] = {}
+    schema = _renumber(json.loads(source.read("schema.json")), names, {})
+    entries = [(new, source.read(old)) for old, new in sorted(names.items(), key=_order)]
+    entries.append(("schema.json", json.dumps(schema, indent=2, sort_keys=True).encode()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for name, payload in entries:
+            info = zipfile.ZipInfo(name, _FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            out.writestr(info, payload, compresslevel=6)
+    return buffer.getvalue()
+
+
+def _order(item: tuple[str, str]) -> int:
+    return int(item[1].removesuffix(".npy"))
+
+
+def save(model: Any, path: str | Path) -> None:
+    atomic_write_bytes(path, dumps(model))
+
+
+def loads(data: bytes, where: str) -> Any:
+    """Load skops bytes with the trusted-type list; refuse anything else, naming it."""
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as exc:
+        raise ChurnError(f"{where}: refused to load: {exc}") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ChurnError(
+            f"{where}: not a skops model file ({type(exc).__name__}); refused to load"
+        ) from None
+
+
+def load(path: str | Path) -> Any:
+    path = Path(path)
+    return loads(path.read_bytes(), str(path))
