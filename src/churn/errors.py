@@ -13,7 +13,13 @@ class DataValidationError(ChurnError):
     """A table broke a rule of the data contract."""
 
     def __init__(
-        self, file: str, column: str, rule: str, detail: str, ids: Sequence[object] = ()
+        self,
+        file: str,
+        column: str,
+        rule: str,
+        detail: str,
+        ids: Sequence[object] = (),
+        id_column: str = "user_id",
     ) -> None:
         self.file = file
         self.column = column
@@ -22,5 +28,5 @@ class DataValidationError(ChurnError):
         self.ids = [str(i) for i in ids][:5]
         message = f"{file}: column '{column}' breaks rule '{rule}': {detail}"
         if self.ids:
-            message += f" (e.g. user_id {', '.join(self.ids)})"
+            message += f" (e.g. {id_column} {', '.join(self.ids)})"
         super().__init__(message)

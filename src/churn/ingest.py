@@ -22,7 +22,7 @@ from churn.schema import (
     Column,
     Table,
 )
-from churn.validate import check_same_ids, parse_bool, parse_number, validate_table
+from churn.validate import check_same_ids, parse_bool, validate_table
 
 log = logging.getLogger("churn.ingest")
 
@@ -101,17 +101,36 @@ def from_snapshots(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
         yield as_of, validate_snapshot(raw, {k: str(v) for k, v in paths.items()}, p.max_null_rate)
 
 
-def infer_column(series: pd.Series, name: str) -> Column | None:
-    """Infer a feature column's kind from a flat table; None drops an id-like column."""
+# A flat-table column is numeric when this share of its non-blank values are numbers; the
+# rest are then reported as errors (file, column, rule, ids), never a silently dropped column.
+NUMERIC_SHARE = 0.9
+COURSE_COLUMNS = {
+    c.name: c for t in COURSE_TABLES for c in t.columns if c.kind not in ("id", "label")
+}
+
+
+def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Column | None:
+    """Infer a feature column's kind from a flat table; None drops an id-like text column.
+
+    A column named like one of the course contract's gets that column's rules (counts and
+    money non-negative, counts whole), as the snapshots source does; so does one listed in
+    ingest.table.non_negative (as money).
+    """
+    course = COURSE_COLUMNS.get(name)
+    if course is not None:
+        return Column(name, course.kind, max_null_rate=course.max_null_rate)
+    if non_negative:
+        return Column(name, "amount")
     present = series.dropna()
     if pd.api.types.is_bool_dtype(series):
         return Column(name, "bool")
     _, bad_bool = parse_bool(present)
     if len(present) and not bad_bool.any():
         return Column(name, "bool")
-    _, bad_num = parse_number(present)
     text = present.astype(str).str.strip()
-    if len(present) and not bad_num[text != ""].any():
+    text = text[text != ""]
+    numbers = pd.to_numeric(text, errors="coerce")
+    if len(text) and numbers.notna().mean() >= NUMERIC_SHARE:
         return Column(name, "numeric")
     if len(present) >= 20 and present.nunique() > 0.5 * len(present):
         return None
@@ -120,26 +139,35 @@ def infer_column(series: pd.Series, name: str) -> Column | None:
 
 def _label_column(frame: pd.DataFrame, t: TableParams, file: str) -> pd.Series:
     raw = frame[t.label_column]
+    ids = frame[t.id_column]
+
+    def refuse(rule: str, detail: str, mask: pd.Series | None = None) -> DataValidationError:
+        shown = [] if mask is None else ids[mask.to_numpy()].head(5).tolist()
+        return DataValidationError(file, t.label_column, rule, detail, shown, t.id_column)
+
     if t.positive_label is None:
         labels, bad = parse_bool(raw)
         if bad.any() or labels.isna().any():
             shown = sorted(raw.dropna().astype(str).unique().tolist())[:5]
-            raise DataValidationError(
-                file,
-                t.label_column,
-                "binary_label",
-                f"values {shown} are not yes/no, true/false or 1/0; "
-                "set ingest.table.positive_label",
-                raw[bad | labels.isna()].index[:5].tolist(),
-            )
-        return labels.astype(bool)
-    text = raw.astype(str).str.strip()
-    if raw.isna().any() or text.nunique() > 2:
+            raise refuse("binary_label", f"values {shown} are not yes/no, true/false or 1/0; "
+                         "set ingest.table.positive_label", bad | labels.isna())  # fmt: skip
+        labels = labels.astype(bool)
+    else:
+        text = raw.astype(str).str.strip()
         shown = sorted(text.unique().tolist())[:5]
-        raise DataValidationError(
-            file, t.label_column, "binary_label", f"expected two values, got {shown}"
-        )
-    return text == t.positive_label
+        if raw.isna().any() or text.nunique() > 2:
+            missing = raw.isna() if raw.isna().any() else None
+            raise refuse("binary_label", f"expected two values, got {shown}", missing)
+        if t.positive_label not in set(text):
+            wanted = t.positive_label
+            raise refuse("positive_label", f"ingest.table.positive_label {wanted!r} matches "
+                         f"no value; the column holds {shown}")  # fmt: skip
+        labels = text == t.positive_label
+    if labels.nunique() < 2:
+        only = "churn" if bool(labels.iloc[0]) else "no churn"
+        raise refuse("two_classes", f"every row is {only}: a churn model needs both classes "
+                     "(check ingest.table.label_column and positive_label)")  # fmt: skip
+    return labels
 
 
 def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
@@ -151,35 +179,39 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
     frame = read_table_file(path)
     if len(frame) == 0:
         raise DataValidationError(file, "*", "empty_file", "the table has no rows")
-    for needed in (t.id_column, t.label_column, t.date_column):
+    for needed in (t.id_column, t.label_column, t.date_column, *t.non_negative):
         if needed is not None and needed not in frame.columns:
             raise DataValidationError(
                 file, needed, "missing_column", f"configured column absent; found {list(frame)}"
             )
-    frame = frame.rename(columns={t.id_column: ID})
+    ids = validate_table(frame, Table("ids", (Column(t.id_column, "id", max_null_rate=0.0),)),
+                         file, 0.0, t.id_column)[t.id_column]  # fmt: skip
+    frame = frame.assign(**{t.id_column: ids.to_numpy()})
     labels = _label_column(frame, t, file)
     if t.date_column is not None:
         dates = validate_table(
-            frame, Table("dates", (Column(t.date_column, "date", max_null_rate=0.0),)), file, 0.0
-        )[t.date_column]
+            frame, Table("dates", (Column(t.date_column, "date", max_null_rate=0.0),)), file, 0.0,
+            t.id_column,
+        )[t.date_column]  # fmt: skip
     elif t.as_of is not None:
         dates = pd.Series(t.as_of, index=frame.index)
     else:
         raise ChurnError("ingest.table: set date_column, or as_of for a single-snapshot table")
-    skip = {ID, t.label_column, t.date_column}
+    skip = {t.id_column, t.label_column, t.date_column}
     columns = []
     for name in frame.columns:
         if name in skip:
             continue
-        col = infer_column(frame[name], name)
+        col = infer_column(frame[name], name, non_negative=name in t.non_negative)
         if col is None:
             log.warning("%s: dropping id-like text column '%s'", file, name)
         else:
             columns.append(col)
-    schema = Table("features", (Column(ID, "id", max_null_rate=0.0), *columns))
+    schema = Table("features", (Column(t.id_column, "id", max_null_rate=0.0), *columns))
     for as_of in sorted(dates.unique()):
         rows = frame[(dates == as_of).to_numpy()]
-        typed = validate_table(rows, schema, file, p.max_null_rate)
+        typed = validate_table(rows, schema, file, p.max_null_rate, t.id_column)
+        typed = typed.rename(columns={t.id_column: ID})
         label_frame = pd.DataFrame({ID: typed[ID], LABEL: labels[rows.index].to_numpy()})
         yield str(as_of), {"features": typed, LABEL_TABLE: label_frame}
 

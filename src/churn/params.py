@@ -64,6 +64,9 @@ class TableParams(_Frozen):
     positive_label: str | None = None
     date_column: str | None = None
     as_of: IsoDate | None = Field(None, description="snapshot date when there is no date column")
+    non_negative: list[str] = Field(
+        default_factory=list, description="columns that must be >= 0 (counts, money)"
+    )
 
 
 class IngestParams(_Frozen):

@@ -18,8 +18,9 @@ TRUE_STRINGS = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 FALSE_STRINGS = frozenset({"false", "0", "0.0", "no", "n", "f"})
 
 
-def _ids(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
-    ids = frame[ID] if ID in frame.columns else pd.Series(frame.index, index=frame.index)
+def _ids(frame: pd.DataFrame, mask: pd.Series | np.ndarray, id_column: str = ID) -> list[str]:
+    """A few real ids of the offending rows (row numbers only when the table has no id)."""
+    ids = frame[id_column] if id_column in frame.columns else pd.Series(frame.index)
     return ids[np.asarray(mask)].head(5).astype(str).tolist()
 
 
@@ -55,7 +56,12 @@ def parse_bool(series: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _check_nulls(
-    frame: pd.DataFrame, file: str, col: Column, missing: pd.Series, default_rate: float
+    frame: pd.DataFrame,
+    file: str,
+    col: Column,
+    missing: pd.Series,
+    default_rate: float,
+    id_column: str = ID,
 ) -> None:
     limit = default_rate if col.max_null_rate is None else col.max_null_rate
     rate = float(missing.mean()) if len(missing) else 0.0
@@ -65,14 +71,22 @@ def _check_nulls(
             col.name,
             "max_null_rate",
             f"{rate:.1%} of values are missing, the limit is {limit:.1%}",
-            _ids(frame, missing),
+            _ids(frame, missing, id_column),
+            id_column,
         )
 
 
 def coerce_column(
-    frame: pd.DataFrame, file: str, col: Column, default_null_rate: float
+    frame: pd.DataFrame, file: str, col: Column, default_null_rate: float, id_column: str = ID
 ) -> pd.Series:
-    """Coerce one column to its kind, enforcing dtype, null, range and category rules."""
+    """Coerce one column to its kind, enforcing dtype, null, range and category rules.
+
+    Errors name the file, the column, the rule and a few ids from `id_column`."""
+
+    def fail(rule: str, detail: str, mask: pd.Series | None = None) -> DataValidationError:
+        ids = [] if mask is None else _ids(frame, mask, id_column)
+        return DataValidationError(file, col.name, rule, detail, ids, id_column)
+
     raw = frame[col.name]
     kind = col.kind
     if kind in ("id", "category"):
@@ -96,51 +110,35 @@ def coerce_column(
         }.get(kind, "a finite number")
         examples = raw[bad.to_numpy()].head(3).tolist()
         rule = "binary_label" if kind == "label" else "dtype"
-        raise DataValidationError(
-            file, col.name, rule, f"expected {expected}, got {examples}", _ids(frame, bad)
-        )
+        raise fail(rule, f"expected {expected}, got {examples}", bad)
 
     missing = values.isna()
     if kind == "label" and missing.any():
-        raise DataValidationError(
-            file, col.name, "binary_label", "labels must not be missing", _ids(frame, missing)
-        )
-    _check_nulls(frame, file, col, missing, default_null_rate)
+        raise fail("binary_label", "labels must not be missing", missing)
+    _check_nulls(frame, file, col, missing, default_null_rate, id_column)
 
     if kind == "id":
         dup = values.duplicated(keep=False) & values.notna()
         if dup.any():
-            raise DataValidationError(
-                file, col.name, "unique_id", f"{int(dup.sum())} rows share an id", _ids(frame, dup)
-            )
+            raise fail("unique_id", f"{int(dup.sum())} rows share an id", dup)
     elif kind in ("count", "amount"):
         negative = values < 0
         if negative.any():
-            raise DataValidationError(
-                file,
-                col.name,
-                "non_negative",
-                f"{int(negative.sum())} negative values (min {values.min():g})",
-                _ids(frame, negative),
-            )
+            raise fail("non_negative", f"{int(negative.sum())} negative values "
+                       f"(min {values.min():g})", negative)  # fmt: skip
         if kind == "count":
             fractional = values.notna() & (values != np.floor(values))
             if fractional.any():
-                raise DataValidationError(
-                    file, col.name, "dtype", "expected whole counts", _ids(frame, fractional)
-                )
+                raise fail("dtype", "expected whole counts", fractional)
             if not missing.any():
                 values = values.astype("int64")
     elif kind == "category" and col.categories:
         unknown = values.notna() & ~values.isin(col.categories)
         if unknown.any():
             seen = sorted(values[unknown].unique().tolist())[:5]
-            raise DataValidationError(
-                file,
-                col.name,
-                "allowed_categories",
-                f"unexpected values {seen}; allowed {list(col.categories)}",
-                _ids(frame, unknown),
+            allowed = list(col.categories)
+            raise fail(
+                "allowed_categories", f"unexpected values {seen}; allowed {allowed}", unknown
             )
     if kind in ("bool", "label") and not missing.any():
         values = values.astype(bool)
@@ -148,7 +146,7 @@ def coerce_column(
 
 
 def validate_table(
-    frame: pd.DataFrame, table: Table, file: str, default_null_rate: float
+    frame: pd.DataFrame, table: Table, file: str, default_null_rate: float, id_column: str = ID
 ) -> pd.DataFrame:
     """Check one table against its schema and return it typed, in schema column order."""
     if len(frame) == 0:
@@ -162,7 +160,10 @@ def validate_table(
                 f"required column is absent; found {list(frame.columns)[:12]}",
             )
     frame = frame.reset_index(drop=True)
-    typed = {col.name: coerce_column(frame, file, col, default_null_rate) for col in table.columns}
+    typed = {
+        col.name: coerce_column(frame, file, col, default_null_rate, id_column)
+        for col in table.columns
+    }
     return pd.DataFrame(typed)
 
 

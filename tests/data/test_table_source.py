@@ -111,3 +111,68 @@ def test_real_course_snapshots_ingest_with_a_params_change_only(shared_data, wor
     assert manifest["n_users"] == {"2024-01-31": 7043, "2024-02-29": 7043}
     subs = pd.read_parquet(workdir / "data/raw/2024-01-31/subscriptions.parquet")
     assert subs["plan_stream_tv"].isna().sum() == 1526  # the documented quirk survives
+
+
+def refused(workdir, frame, tmp_path, **table) -> str:
+    source = tmp_path / "t.csv"
+    frame.to_csv(source, index=False)
+    table_params(workdir, source, **table)
+    result = churn(workdir, "ingest")
+    assert result.returncode == 1, result.stderr
+    assert not (workdir / "data/raw").exists()  # nothing published
+    return error_line(result)
+
+
+@pytest.mark.parametrize("bad", ["abc", "inf", "-inf"])
+def test_one_bad_number_is_a_named_error_not_a_dropped_column(bad, tmp_path, workdir):
+    frame = telco_like(60)
+    frame["MonthlyCharges"] = frame["MonthlyCharges"].astype(str)
+    frame.loc[7, "MonthlyCharges"] = bad
+    message = refused(workdir, frame, tmp_path)
+    assert "t.csv" in message and "'MonthlyCharges'" in message and "'dtype'" in message
+    assert "customerID 0007-ABCDE" in message  # the configured id column and a real id
+
+
+def test_course_named_counts_and_money_are_checked_like_snapshots(tmp_path, workdir):
+    frame = telco_like(60)
+    frame["skips_7d"] = 3
+    frame.loc[4, "skips_7d"] = -2
+    message = refused(workdir, frame, tmp_path)
+    assert "'skips_7d'" in message and "'non_negative'" in message and "0004-ABCDE" in message
+
+    frame["skips_7d"] = "3"
+    frame.loc[9, "skips_7d"] = "abc"  # used to pass ingest and fail in prepare, naming nothing
+    message = refused(workdir, frame, tmp_path)
+    assert "'skips_7d'" in message and "'dtype'" in message and "0009-ABCDE" in message
+
+
+def test_declared_non_negative_columns(tmp_path, workdir):
+    frame = telco_like(60)
+    frame.loc[2, "MonthlyCharges"] = -50
+    message = refused(workdir, frame, tmp_path, non_negative=["MonthlyCharges"])
+    assert "'MonthlyCharges'" in message and "'non_negative'" in message
+    message = refused(workdir, telco_like(60), tmp_path, non_negative=["Nope"])
+    assert "'Nope'" in message and "'missing_column'" in message
+
+
+def test_a_positive_label_that_matches_nothing_names_the_parameter(tmp_path, workdir):
+    message = refused(workdir, telco_like(60), tmp_path, positive_label="Attrited")
+    assert "'Churn'" in message and "'positive_label'" in message
+    assert "ingest.table.positive_label 'Attrited'" in message and "'Yes'" in message
+
+
+@pytest.mark.parametrize(("value", "positive"), [("No", None), ("Yes", "Yes")])
+def test_a_one_class_label_is_refused_at_ingest(value, positive, tmp_path, workdir):
+    frame = telco_like(60)
+    frame["Churn"] = value
+    message = refused(workdir, frame, tmp_path, positive_label=positive)
+    assert "'Churn'" in message and "'two_classes'" in message
+    assert "ingest.table.label_column" in message
+
+
+def test_duplicate_ids_name_the_configured_id_column(tmp_path, workdir):
+    frame = telco_like(60)
+    frame.loc[5, "customerID"] = frame.loc[4, "customerID"]
+    message = refused(workdir, frame, tmp_path)
+    assert "'customerID'" in message and "'unique_id'" in message
+    assert "customerID 0004-ABCDE" in message and "user_id" not in message
