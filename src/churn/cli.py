@@ -308,19 +308,31 @@ def serve(
     POST /admin/reload), CHURN_CANARY_FRACTION, CHURN_SHADOW, CHURN_POLL_SECONDS,
     CHURN_MAX_BATCH, CHURN_REGISTRY_DIR, CHURN_FEATURES.
     """
-    # One OpenMP thread per worker: a threaded server on 2 cores oversubscribes otherwise.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import shutil
+    import tempfile
+
     import uvicorn
 
-    uvicorn.run(
-        "churn.serve:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,  # churn.access logs one structured line per request
-    )
+    # One OpenMP thread per worker: a threaded server on 2 cores oversubscribes otherwise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Shared by this server's workers (set before they import prometheus_client): reload
+    # announcements, and the metric files /metrics sums over every worker.
+    run_dir = Path(tempfile.mkdtemp(prefix="churn-serve-"))
+    (run_dir / "metrics").mkdir()
+    os.environ["CHURN_RUN_DIR"] = str(run_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    try:
+        uvicorn.run(
+            "churn.serve:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,  # churn.access logs one structured line per request
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 registry_app = typer.Typer(help="Inspect and check the model registry.", no_args_is_help=True)

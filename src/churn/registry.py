@@ -179,9 +179,12 @@ def read_history(root: Path = REGISTRY_DIR) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             raise ChurnError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(record, dict):
+            raise ChurnError(f"{path}:{number}: expected a JSON object per line")
+        records.append(record)
     return records
 
 

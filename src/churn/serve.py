@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,11 +38,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from churn import modelfile, registry
 from churn.errors import ChurnError
+from churn.io import atomic_write_text
 from churn.fastpath import CompiledModel, compile_pipeline
 
 log = logging.getLogger("churn.serve")
@@ -67,6 +66,9 @@ class Settings:
     canary_fraction: float = 0.0  # CHURN_CANARY_FRACTION: users routed to the challenger
     shadow: bool = False  # CHURN_SHADOW=1: also score the challenger, answer with champion
     poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when champion.json changes
+    # CHURN_RUN_DIR: shared by the workers of one `churn serve`; a reload in one worker is
+    # announced there and every other worker follows before its next answer
+    run_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +83,7 @@ class Settings:
             canary_fraction=float(env.get("CHURN_CANARY_FRACTION", "0")),
             shadow=env.get("CHURN_SHADOW", "0").lower() in ("1", "true", "yes"),
             poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
+            run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
         )
 
 
@@ -185,41 +188,28 @@ def load_bundle(settings: Settings) -> Bundle:
 # --- metrics ---------------------------------------------------------------------------
 
 
-class ScoreHistogram:
-    """A Prometheus histogram of scores per role that takes whole batches in one numpy call
-    (a thousand `Histogram.observe` calls cost as much as the model on a batch)."""
+SCORE_BOUNDS = tuple(i / 10 for i in range(1, 10))
 
-    BOUNDS = np.array([i / 10 for i in range(1, 10)])
 
-    def __init__(self, registry_: CollectorRegistry) -> None:
-        self._counts: dict[str, np.ndarray] = {}
-        self._sums: dict[str, float] = {}
-        self._lock = threading.Lock()
-        registry_.register(self)
-
-    def observe(self, role: str, scores: np.ndarray) -> None:
-        bins = np.bincount(np.searchsorted(self.BOUNDS, scores, side="left"),
-                           minlength=len(self.BOUNDS) + 1)  # fmt: skip
-        with self._lock:
-            self._counts[role] = self._counts.get(role, 0) + bins
-            self._sums[role] = self._sums.get(role, 0.0) + float(np.sum(scores))
-
-    def collect(self):
-        family = HistogramMetricFamily("churn_prediction_score", "Predicted churn probability",
-                                       labels=["role"])  # fmt: skip
-        with self._lock:
-            for role, counts in self._counts.items():
-                cumulative = np.cumsum(counts)
-                buckets = [(f"{b:.1f}", float(c)) for b, c in zip(self.BOUNDS, cumulative[:-1],
-                                                                 strict=True)]  # fmt: skip
-                buckets.append(("+Inf", float(cumulative[-1])))
-                family.add_metric([role], buckets, self._sums[role])
-        yield family
+def observe_batch(histogram: Histogram, scores: np.ndarray) -> None:
+    """Add a whole batch to a histogram child in one numpy pass (a thousand `observe` calls
+    cost as much as the model on a batch). Buckets hold per-bucket counts, `le` semantics."""
+    counts = np.bincount(np.searchsorted(SCORE_BOUNDS, scores, side="left"),
+                         minlength=len(SCORE_BOUNDS) + 1)  # fmt: skip
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(np.sum(scores)))
 
 
 class Metrics:
+    """The app's Prometheus metrics. Under `churn serve --workers N` (PROMETHEUS_MULTIPROC_DIR
+    set before the workers import prometheus_client) every worker writes its values to
+    shared files and /metrics sums them, whichever worker answers."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._info_labels: list[tuple[str, str, str]] = []
         r = self.registry
         self.requests = Counter("churn_http_requests", "HTTP requests", ["route", "status"],
                                 registry=r)  # fmt: skip
@@ -229,11 +219,13 @@ class Metrics:
         )  # fmt: skip
         self.errors = Counter("churn_http_errors", "Responses with status >= 500, and exceptions",
                               ["route", "kind"], registry=r)  # fmt: skip
-        self.scores = ScoreHistogram(r)
+        self.scores = Histogram("churn_prediction_score", "Predicted churn probability",
+                                ["role"], registry=r, buckets=SCORE_BOUNDS)  # fmt: skip
         self.predictions = Counter("churn_predictions", "Predictions by model",
                                    ["model_version", "role"], registry=r)  # fmt: skip
-        self.model_info = Gauge("churn_model_info", "Loaded model (value 1)",
-                                ["role", "version", "sha256"], registry=r)  # fmt: skip
+        self.model_info = Gauge("churn_model_info", "Loaded model (value 1), per worker",
+                                ["role", "version", "sha256"], registry=r,
+                                multiprocess_mode="liveall")  # fmt: skip
         self.reloads = Counter("churn_reloads", "Reload attempts", ["result"], registry=r)
         self.shadow_delta = Histogram(
             "churn_shadow_score_delta", "Challenger minus champion score (shadow)", registry=r,
@@ -243,11 +235,21 @@ class Metrics:
                                         ["agree"], registry=r)  # fmt: skip
 
     def loaded(self, bundle: Bundle) -> None:
-        self.model_info.clear()
-        for served in (bundle.champion, bundle.challenger):
-            if served is not None:
-                self.model_info.labels(served.role, served.version,
-                                       served.entry["sha256"][:12]).set(1)  # fmt: skip
+        for labels in self._info_labels:  # 0, not removed: a shared file keeps what was set
+            self.model_info.labels(*labels).set(0)
+        self._info_labels = [(s.role, s.version, s.entry["sha256"][:12])
+                             for s in (bundle.champion, bundle.challenger) if s is not None]  # fmt: skip
+        for labels in self._info_labels:
+            self.model_info.labels(*labels).set(1)
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
 
 
 # --- request models ------------------------------------------------------------------
@@ -378,6 +380,8 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         settings: Settings = self.state.settings
         metrics: Metrics = self.state.metrics
+        if settings.run_dir is not None and getattr(self.state, "reload_lock", None):
+            await follow_reload(self.state, settings)
         status = {"code": 500}
         length = headers.get(b"content-length")
         too_large = (
@@ -457,9 +461,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.reload_lock = asyncio.Lock()
+        app.state.reload_seen = _signal_key(settings)
         try:
             bundle = await asyncio.to_thread(load_bundle, settings)
-            _install(app, bundle)
+            _install(app.state, bundle)
             log.info("serving version %s (sha256 %s…), %d online users",
                      bundle.champion.version, bundle.champion.entry["sha256"][:12],
                      len(bundle.row_of))  # fmt: skip
@@ -490,24 +495,63 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _install(app: FastAPI, bundle: Bundle) -> None:
-    app.state.bundle = bundle  # one reference swap: in-flight requests keep the old bundle
-    app.state.not_ready = None
-    app.state.metrics.loaded(bundle)
+def _install(state: Any, bundle: Bundle) -> None:
+    state.bundle = bundle  # one reference swap: in-flight requests keep the old bundle
+    state.not_ready = None
+    state.metrics.loaded(bundle)
 
 
-async def _reload(app: FastAPI, settings: Settings) -> tuple[bool, str]:
-    async with app.state.reload_lock:
+async def _reload(state: Any, settings: Settings, announce: bool = True) -> tuple[bool, str]:
+    async with state.reload_lock:
         try:
             bundle = await asyncio.to_thread(load_bundle, settings)
         except ChurnError as exc:
-            app.state.metrics.reloads.labels("failed").inc()
+            state.metrics.reloads.labels("failed").inc()
             log.error("reload failed, keeping the current model: %s", exc)
             return False, str(exc)
-        _install(app, bundle)
-        app.state.metrics.reloads.labels("ok").inc()
+        _install(state, bundle)
+        state.metrics.reloads.labels("ok").inc()
         log.info("reloaded: serving version %s", bundle.champion.version)
+        if announce and settings.run_dir is not None:
+            atomic_write_text(settings.run_dir / RELOAD_SIGNAL,
+                              json.dumps({"sha256": bundle.champion.entry["sha256"],
+                                          "version": bundle.champion.version}))  # fmt: skip
+            state.reload_seen = _signal_key(settings)
         return True, bundle.champion.version
+
+
+RELOAD_SIGNAL = "reload.json"
+
+
+def _signal_key(settings: Settings) -> tuple[int, int] | None:
+    """Identity of the reload announcement (a new file each time: atomic rename)."""
+    if settings.run_dir is None:
+        return None
+    try:
+        stat = (settings.run_dir / RELOAD_SIGNAL).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+async def follow_reload(state: Any, settings: Settings) -> None:
+    """Before answering: if another worker announced a reload this one has not seen, load
+    the announced champion too (a stat per request when nothing changed)."""
+    key = _signal_key(settings)
+    if key is None or key == state.reload_seen:
+        return
+    async with state.reload_lock:
+        if key == state.reload_seen:
+            return
+        state.reload_seen = key
+        try:
+            wanted = json.loads((settings.run_dir / RELOAD_SIGNAL).read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            wanted = None
+        current = state.bundle.champion.entry["sha256"] if state.bundle is not None else None
+        if wanted is not None and wanted == current:
+            return
+    await _reload(state, settings, announce=False)
 
 
 async def _poll(app: FastAPI, settings: Settings) -> None:
@@ -518,7 +562,7 @@ async def _poll(app: FastAPI, settings: Settings) -> None:
         current = path.stat().st_mtime_ns if path.exists() else None
         if current != seen:
             seen = current
-            await _reload(app, settings)
+            await _reload(app.state, settings)
 
 
 def _bundle(request: Request) -> Bundle:
@@ -541,7 +585,7 @@ def _answer(
     threshold = float(served.contract.get("threshold", 0.5))
     metrics: Metrics = request.app.state.metrics
     metrics.predictions.labels(served.version, served.role).inc()
-    metrics.scores.observe(served.role, np.array([score]))
+    metrics.scores.labels(served.role).observe(score)
     return {
         "user_id": user_id,
         "churn_probability": round(score, 6),
@@ -679,7 +723,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         threshold = float(served.contract.get("threshold", 0.5))
         metrics: Metrics = request.app.state.metrics
         metrics.predictions.labels(served.version, served.role).inc(len(scores))
-        metrics.scores.observe(served.role, scores)
+        observe_batch(metrics.scores.labels(served.role), scores)
         rounded, decided = np.round(scores, 6).tolist(), (scores >= threshold).tolist()
         payload = {
             "predictions": [
@@ -698,8 +742,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics."""
-        return Response(generate_latest(request.app.state.metrics.registry),
-                        media_type=CONTENT_TYPE_LATEST)  # fmt: skip
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     reload_responses: dict[int | str, dict[str, Any]] = {
         401: {"description": "bad or missing bearer token"},
@@ -716,7 +759,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
             raise HTTPException(401, detail="bad or missing bearer token")
-        ok, info = await _reload(request.app, settings)
+        ok, info = await _reload(request.app.state, settings)
         if not ok:
             raise HTTPException(409, detail=f"reload failed, still serving the previous "
                                             f"model: {info}")  # fmt: skip

@@ -48,5 +48,15 @@ def in_served(served_dir, monkeypatch) -> Path:
     return served_dir
 
 
+@pytest.fixture
+def client(in_served):
+    from fastapi.testclient import TestClient
+
+    from churn.serve import create_app
+
+    with TestClient(create_app(settings())) as c:
+        yield c
+
+
 def settings(**overrides) -> Settings:
     return Settings(admin_token=TOKEN, **overrides)

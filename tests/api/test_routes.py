@@ -14,12 +14,6 @@ from tests.api.conftest import TOKEN, settings
 
 
 @pytest.fixture
-def client(in_served):
-    with TestClient(create_app(settings())) as c:
-        yield c
-
-
-@pytest.fixture
 def record(client):
     features = client.get("/features/SF-0000001").json()
     features.pop("user_id")

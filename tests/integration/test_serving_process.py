@@ -36,16 +36,16 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-@pytest.fixture(scope="module")
-def server(repo):
+def start_server(repo: Path, workers: int, log_name: str):
+    """`churn serve` on a free loopback port; yields its URL, stops it afterwards."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = repo / "serve.log"
+    log_path = repo / log_name
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(BIN / "churn"), "serve", "--port", str(port)], cwd=repo, stdout=log,
-            stderr=subprocess.STDOUT, env={**env(), "CHURN_ADMIN_TOKEN": TOKEN},
-            start_new_session=True,
+            [str(BIN / "churn"), "serve", "--port", str(port), "--workers", str(workers)],
+            cwd=repo, stdout=log, stderr=subprocess.STDOUT,
+            env={**env(), "CHURN_ADMIN_TOKEN": TOKEN}, start_new_session=True,
         )  # fmt: skip
         try:
             wait_until_ok(f"{url}/ready", proc, log_path, 90)
@@ -53,6 +53,11 @@ def server(repo):
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    yield from start_server(repo, 1, "serve.log")
 
 
 def test_binds_loopback_and_answers_the_contract(server, repo):
@@ -103,12 +108,17 @@ def test_load_with_a_rollback_and_reload_in_the_middle_has_no_failures(server, r
     assert httpx.get(f"{server}/model").json()["version"] == "1"
 
 
-def test_schemathesis_finds_no_server_error(server):
+def test_schemathesis_finds_no_server_error_and_only_declared_answers(server):
     import hypothesis
     import schemathesis
-    from schemathesis.checks import not_a_server_error
+    from schemathesis.checks import (
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     schema = schemathesis.openapi.from_url(f"{server}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance]
     checked = 0
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -117,8 +127,32 @@ def test_schemathesis_finds_no_server_error(server):
                              suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
         @hypothesis.given(case=operation.as_strategy())
         def check(case) -> None:
-            case.call_and_validate(base_url=server, checks=[not_a_server_error])
+            case.call_and_validate(base_url=server, checks=checks)
 
         check()
         checked += 1
     assert checked == 8
+
+
+def test_two_workers_one_reload_every_answer_from_the_new_version(repo):
+    """One POST /admin/reload reaches one worker; the others follow its announcement before
+    their next answer, and /metrics sums over both workers."""
+    for url in start_server(repo, 2, "serve-workers.log"):
+        before = httpx.get(f"{url}/model").json()["version"]
+        other = "2" if before == "1" else "1"
+        sh(repo, str(BIN / "churn"), "rollback", "--to", other, "--reason", "workers test")
+        reload = httpx.post(f"{url}/admin/reload", headers={"authorization": f"Bearer {TOKEN}"},
+                            timeout=60)  # fmt: skip
+        assert reload.status_code == 200 and reload.json()["model_version"] == other
+        versions: Counter = Counter()
+        for i in range(100):  # new connections: uvicorn spreads them over both workers
+            answer = httpx.post(f"{url}/predict", json={"user_id": f"SF-{i % 800 + 1:07d}"})
+            versions[answer.json()["model_version"]] += 1
+        assert versions == Counter({other: 100})
+        text = httpx.get(f"{url}/metrics").text
+        served = [line for line in text.splitlines()
+                  if line.startswith("churn_predictions_total{")]  # fmt: skip
+        assert sum(float(line.split()[-1]) for line in served) == 100  # both workers counted
+        live = [line for line in text.splitlines()
+                if line.startswith("churn_model_info{") and line.endswith(" 1.0")]  # fmt: skip
+        assert len(live) == 2 and all(f'version="{other}"' in line for line in live), live
