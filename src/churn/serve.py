@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from churn import modelfile, registry
 from churn.errors import ChurnError
-from churn.io import atomic_write_text
 from churn.fastpath import CompiledModel, compile_pipeline
+from churn.io import atomic_write_text
 
 log = logging.getLogger("churn.serve")
 access_log = logging.getLogger("churn.access")
@@ -237,8 +237,8 @@ class Metrics:
     def loaded(self, bundle: Bundle) -> None:
         for labels in self._info_labels:  # 0, not removed: a shared file keeps what was set
             self.model_info.labels(*labels).set(0)
-        self._info_labels = [(s.role, s.version, s.entry["sha256"][:12])
-                             for s in (bundle.champion, bundle.challenger) if s is not None]  # fmt: skip
+        served = [s for s in (bundle.champion, bundle.challenger) if s is not None]
+        self._info_labels = [(s.role, s.version, s.entry["sha256"][:12]) for s in served]
         for labels in self._info_labels:
             self.model_info.labels(*labels).set(1)
 
