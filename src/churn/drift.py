@@ -1,8 +1,10 @@
 """drift: Evidently data drift between the training snapshot and the current one.
 
 Evidently is used only inside `compute_drift`; swapping the drift library touches
-this function alone. Writes reports/drift.json (DVC metrics) and a self-contained
-reports/drift.html whose random element ids are renumbered so reruns are identical.
+this function alone. Writes reports/drift.json (details) and a self-contained
+reports/drift.html whose random element ids are renumbered so reruns are identical; the
+HTML opens with the pipeline's own verdict (configured threshold, reasons, concept drift),
+since Evidently's page knows only its own share test.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def compute_drift(
     current: pd.DataFrame,
     types: dict[str, str],
     extra: dict[str, str] | None = None,
+    drift_share: float = 0.5,
 ) -> tuple[dict[str, dict], str]:
     """Per-column drift (method, score, threshold, verdict) and the HTML report.
 
@@ -116,7 +119,7 @@ def compute_drift(
         categorical_columns=[c for c, t in all_types.items() if t == "categorical"],
     )
     columns = list(all_types)
-    metrics: list = [DataDriftPreset(columns=list(types))]
+    metrics: list = [DataDriftPreset(columns=list(types), drift_share=drift_share)]
     metrics += [ValueDrift(column=c) for c in extra]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         # constant columns make Evidently's correlation widgets divide by zero
@@ -163,7 +166,7 @@ def drift_report(
         current = current.assign(**{label: current[label].astype(int)})
 
     types = column_types(reference, spec, p.count_categories)
-    columns, html = compute_drift(reference, current, types, extra)
+    columns, html = compute_drift(reference, current, types, extra, p.threshold)
     features = {name: {"type": types[name], **columns[name]} for name in types}
     drifted = sorted(name for name, c in features.items() if c["drifted"])
     share = len(drifted) / len(features)
@@ -183,16 +186,24 @@ def drift_report(
         }
         y_test = test[label].astype(int).to_numpy()
         auc_reference = float(roc_auc_score(y_test, model.predict_proba(test[names])[:, 1]))
-        auc_current = float(roc_auc_score(current[label], cur_scores))
+        # only users the model did not train on: scoring its training rows would flatter it
+        trained_on = set(reference[id_col]) - set(test[id_col])
+        unseen = ~current[id_col].isin(trained_on).to_numpy()
+        current_labels = current[label].to_numpy()[unseen]
+        auc_current = (float(roc_auc_score(current_labels, cur_scores[unseen]))
+                       if len(set(current_labels)) == 2 else auc_reference)  # fmt: skip
         concept = {
             "auc_reference_test": auc_reference,
             "auc_current": auc_current,
+            "n_current_scored": int(unseen.sum()),
             "auc_drop": auc_reference - auc_current,
             "threshold": p.max_auc_drop,
             "drifted": auc_reference - auc_current > p.max_auc_drop,
         }
-    retrain = share >= p.threshold or bool(concept and concept["drifted"])
+    single = spec["as_of"] == spec["current_as_of"]
+    retrain = not single and (share >= p.threshold or bool(concept and concept["drifted"]))
     summary = {
+        "single_snapshot": single,
         "reference_as_of": spec["as_of"],
         "current_as_of": spec["current_as_of"],
         "n_reference": n_reference,
@@ -205,7 +216,9 @@ def drift_report(
         "threshold": p.threshold,
         "drifted_columns": drifted,
         "retrain_recommended": retrain,
-        "retrain_reasons": [
+        "retrain_reasons": []
+        if single
+        else [
             reason
             for reason, hit in (
                 (f"drift_share {share:.3f} >= {p.threshold}", share >= p.threshold),
@@ -221,7 +234,48 @@ def drift_report(
         "concept_drift": concept,
         "columns": features,
     }
-    return DriftResult(round_floats(summary, 6), html)
+    summary = round_floats(summary, 6)
+    return DriftResult(summary, _with_verdict(html, summary))
+
+
+def verdict_html(s: dict) -> str:
+    """The pipeline's decision, stated first: Evidently's page shows only its own test."""
+    import html as h
+
+    if s["single_snapshot"]:
+        headline = (f"Only one snapshot ({s['reference_as_of']}): the training data is compared "
+                    "with itself, so this report cannot show drift. Add a later snapshot, or "
+                    "set drift.current_as_of.")  # fmt: skip
+    elif s["retrain_recommended"]:
+        headline = "Retrain recommended: " + "; ".join(s["retrain_reasons"])
+    else:
+        headline = "No retrain needed"
+    rows = [("snapshots", f"{s['reference_as_of']} (training) → {s['current_as_of']} (current)"),
+            ("drifted features", f"{s['n_drifted']} of {s['n_features']} "
+                                 f"({', '.join(s['drifted_columns']) or 'none'})"),
+            ("drift share", f"{s['drift_share']:.3f}; retrain at ≥ {s['threshold']} "
+                            "(params drift.threshold)")]  # fmt: skip
+    concept = s.get("concept_drift")
+    if concept:
+        rows.append(("concept drift", f"ROC AUC {concept['auc_reference_test']:.3f} on the test "
+                     f"split → {concept['auc_current']:.3f} on current labels of "
+                     f"{concept['n_current_scored']} users not trained on; drop "
+                     f"{concept['auc_drop']:.3f}, retrain above {concept['threshold']} "
+                     "(drift.max_auc_drop)"))  # fmt: skip
+    else:
+        rows.append(("concept drift", "not measured: the current snapshot has no labels"))
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{h.escape(k)}</th>"
+                    f"<td>{h.escape(v)}</td></tr>" for k, v in rows)  # fmt: skip
+    return (f"<section id='churn-verdict' style='font-family:sans-serif;margin:1em;padding:1em;"
+            f"border:2px solid #444'><h2>{h.escape(headline)}</h2><table>{cells}</table>"
+            "<p>Below: Evidently's per-column report (its dataset verdict uses the same "
+            "threshold).</p></section>")  # fmt: skip
+
+
+def _with_verdict(page: str, summary: dict) -> str:
+    match = re.search(r"</head>\s*<body[^>]*>", page)
+    at = match.end() if match else 0
+    return page[:at] + verdict_html(summary) + page[at:]
 
 
 def run(

@@ -115,6 +115,11 @@ def importance(
     return [{"feature": name, "importance": float(value)} for name, value in pairs]
 
 
+# reports/metrics.json (what `dvc metrics show/diff` print) holds these, so the table stays
+# within 120 columns; the rest (counts, rates, precision, recall) go to evaluation.json.
+HEADLINE = ("roc_auc", "pr_auc", "f1", "accuracy", "recall_at_top_10pct", "brier", "log_loss")
+
+
 def run(
     params: Params,
     prepared_dir: Path = PREPARED_DIR,
@@ -137,7 +142,9 @@ def run(
              metrics["roc_auc"], metrics["pr_auc"], metrics["f1"], len(y))  # fmt: skip
 
     plots_dir = reports_dir / "plots"
-    write_json(reports_dir / "metrics.json", metrics)
+    write_json(reports_dir / "metrics.json", {k: metrics[k] for k in HEADLINE})
+    write_json(reports_dir / "evaluation.json",
+               {k: v for k, v in metrics.items() if k not in HEADLINE})  # fmt: skip
     for name, rows in curves(y, scores).items():
         write_json(plots_dir / f"{name}.json", {name: rows}, digits=4)
     predicted = (scores >= threshold).astype(int)

@@ -3,6 +3,8 @@ snapshots, determinism, sampling, and declared column types."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,3 +133,36 @@ def test_drift_verdict_direction_depends_on_the_method():
     assert is_drifted("K-S p_value", 0.01, 0.05) and not is_drifted("K-S p_value", 0.2, 0.05)
     assert is_drifted("Wasserstein distance (normed)", 0.2, 0.1)
     assert not is_drifted("Jensen-Shannon distance", 0.05, 0.1)
+
+
+def test_concept_auc_is_scored_on_users_the_model_did_not_train_on(synthetic_months):
+    """Same snapshot on both sides: the held-out users give exactly the test AUC (scoring
+    every user, training rows included, flattered the model)."""
+    _, reference, test, model, spec = synthetic_months
+    concept = drift_report(reference, reference.copy(), test, model, spec, DriftParams(),
+                           42).summary["concept_drift"]  # fmt: skip
+    assert concept["n_current_scored"] == len(test)
+    assert concept["auc_current"] == concept["auc_reference_test"]
+    assert concept["auc_drop"] == 0.0
+
+
+def test_the_html_states_the_configured_threshold_and_the_pipelines_verdict(synthetic_months):
+    frame, reference, test, model, spec = synthetic_months
+    params = DriftParams(threshold=0.3)
+    result = drift_report(reference, frame(4)[0], test, model, spec, params, 42)
+    page = result.html
+    verdict = page[page.index("churn-verdict") : page.index("</section>")]
+    assert "Retrain recommended" in verdict and "concept drift" in verdict
+    assert "retrain at ≥ 0.3" in verdict and "users not trained on" in verdict
+    assert re.search(r"</head>\s*<body[^>]*><section id='churn-verdict'", page)  # first shown
+    assert "threshold is 0.3" in page
+    assert "threshold is 0.5" not in page  # Evidently's own share test uses drift.threshold
+
+
+def test_one_snapshot_says_so_and_recommends_nothing(synthetic_months):
+    _, reference, test, model, spec = synthetic_months
+    one = {**spec, "current_as_of": spec["as_of"]}
+    result = drift_report(reference, reference.copy(), test, model, one, DriftParams(), 42)
+    assert result.summary["single_snapshot"] is True
+    assert result.summary["retrain_recommended"] is False
+    assert "Only one snapshot (2024-01-31)" in result.html

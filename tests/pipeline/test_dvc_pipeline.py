@@ -34,9 +34,16 @@ def test_first_run_writes_every_output_and_an_mlflow_run(repo):
                  "registry/history.jsonl"):  # fmt: skip
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["roc_auc"] > 0.8 and metrics["n_test"] == 160
+    evaluation = json.loads((repo / "reports/evaluation.json").read_text())
+    assert metrics["roc_auc"] > 0.8 and evaluation["n_test"] == 160
     assert (repo / "mlflow" / "mlflow.db").is_file()
     assert "path: mlflow" not in (repo / "dvc.lock").read_text()  # never a DVC out
+
+
+def test_dvc_metrics_show_prints_headline_numbers_in_120_columns(repo):
+    shown = dvc(repo, "metrics", "show").stdout
+    assert "roc_auc" in shown and "drift" not in shown
+    assert max(len(line) for line in shown.splitlines()) <= 120, shown
 
 
 def test_outputs_hold_no_absolute_paths(repo):
