@@ -14,7 +14,7 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 churn
 COPY requirements.txt pyproject.toml README.md ./
 COPY src ./src
-RUN pip install -r requirements.txt
+RUN pip install -r requirements.txt && pip install --no-deps .
 
 COPY registry ./registry
 COPY mlflow/models ./mlflow/models

@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: typer's rich panels print flags as `--dry-run <bool>`, which reads
+    # as if a value were expected (and `--dry-run true` is then refused)
+    rich_markup_mode=None,
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file", show_default=True)]
@@ -270,7 +273,9 @@ def gate(
         raise ChurnError(f"{len(failed)} of {len(checks)} metrics failed: {', '.join(failed)}")
 
 
-params_app = typer.Typer(help="Read and change params.yaml.", no_args_is_help=True)
+params_app = typer.Typer(
+    help="Read and change params.yaml.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(params_app, name="params")
 
 
@@ -335,7 +340,9 @@ def serve(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-registry_app = typer.Typer(help="Inspect and check the model registry.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="Inspect and check the model registry.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(registry_app, name="registry")
 
 
@@ -355,7 +362,18 @@ def registry_show(params: ParamsOpt = Path("params.yaml"), last: int = 5) -> Non
         typer.echo("no champion yet: run `dvc repro`")
     else:
         keys = ("model_name", "version", "sha256", "as_of", "model", "decided_at", "reason")
-        typer.echo(json.dumps({k: champion.get(k) for k in keys}, indent=2))
+        shown = {k: champion.get(k) for k in keys}
+        local = reg.local_lineage(name, champion)
+        # the run in this store holding the champion's bytes resolves with `mlflow runs
+        # describe`; the deciding machine's run may live in another store
+        shown["run_id"] = local["run_id"]
+        shown["local_version"] = local["version"]
+        shown["decided_in_run"] = champion["run_id"]
+        shown["tracking_uri"] = local["tracking_uri"]
+        typer.echo(json.dumps(shown, indent=2))
+        if local["run_id"] is None:
+            typer.echo("run_id: no run in this store holds the champion's bytes; run `dvc "
+                       "repro` (promote restores it)")  # fmt: skip
         typer.echo(f"metrics: {json.dumps(champion.get('metrics', {}))}")
     typer.echo(f"challenger version: {tracking.alias_version(name, reg.CHALLENGER)}")
     for record in reg.read_history()[-last:]:

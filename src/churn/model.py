@@ -112,6 +112,8 @@ def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold
             entry["min"] = float(np.min(present)) if present.size else None
             entry["max"] = float(np.max(present)) if present.size else None
             entry["constant"] = bool(present.size and np.min(present) == np.max(present))
+            # never negative in training (counts, money): the API refuses a negative value
+            entry["non_negative"] = bool(present.size and np.min(present) >= 0)
         features.append(entry)
     return {
         "id": spec["id"],

@@ -201,10 +201,11 @@ def store_artifacts(model_path: Path, contract_path: Path) -> Path:
     """Copy the model and its contract into mlflow/models/<sha256>/; return the model path."""
     sha = sha256_file(model_path)
     target = store_path(sha)
-    if target.exists() and sha256_file(target) == sha:
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    for source, name in ((model_path, MODEL_FILE), (contract_path, CONTRACT_FILE)):
+    copies = [(contract_path, CONTRACT_FILE)]  # always: a newer code version may add fields
+    if not (target.exists() and sha256_file(target) == sha):
+        copies.append((model_path, MODEL_FILE))
+    for source, name in copies:
         tmp = target.parent / f".{name}.tmp"
         shutil.copyfile(source, tmp)
         os.replace(tmp, target.parent / name)
@@ -353,6 +354,17 @@ def last_change(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The latest record that made a model champion."""
     changes = [r for r in history if r.get("action") in ("promote", "rollback")]
     return changes[-1] if changes else None
+
+
+def local_lineage(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Where the champion lives in this tracking store. champion.json's run_id is the run of
+    the machine that decided; a clone rebuilds the same bytes in a run of its own, found
+    here by sha256 (the registered version holding them, and that version's run)."""
+    version = tracking.find_version_by_sha(name, entry["sha256"])
+    run_id = None
+    if version is not None:
+        run_id = (tracking.version_summary(name, version) or {}).get("run_id")
+    return {"version": version, "run_id": run_id, "tracking_uri": tracking.tracking_uri()}
 
 
 # --- verify and rollback ---------------------------------------------------------------

@@ -343,6 +343,8 @@ def validate_record(record: dict[str, Any], contract: dict, where: list[Any]) ->
             raise _invalid(loc, "too large for a number", "range") from None
         if not math.isfinite(value):
             raise _invalid(loc, "must be finite (no NaN or infinity)", "finite")
+        if value < 0 and spec.get("non_negative"):
+            raise _invalid(loc, "must not be negative (it never was in training)", "non_negative")
         lo, hi = spec.get("min"), spec.get("max")
         if lo is not None and hi is not None:
             span = max(hi - lo, 1.0)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 MLFLOW_DIR = Path("mlflow")
 MODEL_SHA_TAG = "model_sha256"
+LOGGED_MODEL_TAG = "logged_model_uri"  # models:/m-… of the run's MLflow 3 logged model
 
 
 def disable_telemetry() -> None:
@@ -100,7 +101,7 @@ def log_training_run(
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params(params)
         mlflow.set_tags(tags)
-        log_model(
+        info = log_model(
             sk_model=model,
             name="model",
             signature=signature,
@@ -110,6 +111,7 @@ def log_training_run(
             skops_trusted_types=trusted,
             pyfunc_predict_fn="predict_proba",
         )
+        mlflow.set_tag(LOGGED_MODEL_TAG, info.model_uri)
         for path in artifacts:
             mlflow.log_artifact(str(path))
         return run.info.run_id
@@ -169,13 +171,15 @@ def find_version_by_sha(name: str, sha256: str) -> str | None:
 
 
 def register_version(name: str, run_id: str, tags: dict[str, str]) -> str:
-    """Register the run's logged model (runs:/<run_id>/model) as a new version; return it.
+    """Register the run's logged model as a new version; return it.
 
-    `mlflow.register_model` resolves the runs:/ URI to MLflow 3's logged model, so
-    `models:/<name>@champion` loads (e.g. with `mlflow models serve`).
+    MLflow 3 keeps a logged model outside the run's artifacts: registering its models:/m-…
+    URI (tagged on the run by train) avoids MLflow's "no artifacts at artifact path" detour
+    through runs:/, and `models:/<name>@champion` loads (e.g. with `mlflow models serve`).
     """
     mlflow = _client()
-    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)
+    source = mlflow.MlflowClient().get_run(run_id).data.tags.get(LOGGED_MODEL_TAG)
+    version = mlflow.register_model(source or f"runs:/{run_id}/model", name, tags=tags)
     return str(version.version)
 
 

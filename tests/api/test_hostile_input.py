@@ -121,3 +121,15 @@ def test_every_route_declares_what_it_can_answer(client):
     assert {"404", "413", "422", "503"} <= set(paths["/predict"]["post"]["responses"])
     assert {"413", "422", "503"} <= set(paths["/predict/batch"]["post"]["responses"])
     assert {"401", "404", "409"} <= set(paths["/admin/reload"]["post"]["responses"])
+
+
+def test_a_negative_fee_is_refused_though_inside_the_widened_range(client):
+    record = client.get("/features/SF-0000001").json()
+    record.pop("user_id")
+    answer = client.post("/predict", json={"features": {**record, "monthly_fee": -50}})
+    assert answer.status_code == 422
+    detail = answer.json()["detail"][0]
+    assert detail["loc"][-1] == "monthly_fee" and detail["type"] == "non_negative"
+    assert (
+        client.post("/predict", json={"features": {**record, "monthly_fee": 0}}).status_code == 200
+    )

@@ -20,6 +20,7 @@ def repo(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("repo"), n_users=800, n_months=3)
     first = dvc(repo, "repro")
     assert ran_stages(first) == ALL
+    assert "has no artifacts at artifact path" not in first.stdout + first.stderr
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "first run")
     return repo
@@ -113,6 +114,13 @@ def test_fresh_clone_rebuilds_and_restores_the_champion_without_changes(repo, tm
     verify = sh(clone, str(BIN / "churn"), "registry", "verify")
     assert "registry ok" in verify.stdout
     assert ran_stages(dvc(clone, "repro")) == []
+    # the run id `churn registry show` gives resolves in the clone's own store, with metrics
+    shown = sh(clone, str(BIN / "churn"), "registry", "show").stdout
+    run_id = json.loads(shown[: shown.index("\n}") + 2])["run_id"]
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow/mlflow.db'}"}
+    described = sh(clone, str(BIN / "mlflow"), "runs", "describe", "--run-id", run_id,
+                   extra_env=store)  # fmt: skip
+    assert '"roc_auc"' in described.stdout
 
 
 def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):

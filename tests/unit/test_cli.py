@@ -35,3 +35,12 @@ def test_stage_without_its_inputs_says_what_to_run(tmp_path, monkeypatch):
     result = runner.invoke(app, ["train", "--no-mlflow"])
     assert result.exit_code == 1
     assert "run `churn prepare` first" in result.output
+
+
+def test_flags_read_as_flags_in_help():
+    """Help once showed `--dry-run <bool>`, which reads as if a value were expected."""
+    for command in (["promote"], ["monitor"], ["registry", "verify"]):
+        sub = runner.invoke(app, [*command, "--help"])
+        assert sub.exit_code == 0
+        assert "<bool>" not in sub.output
+    assert "--dry-run " in runner.invoke(app, ["promote", "--help"]).output
