@@ -119,6 +119,9 @@ def main(
     """Pipeline stages (ingest → prepare → train → evaluate) run from the repo root."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `churn registry show | head` ends quietly
     _setup_logging(verbose)
 
 

@@ -289,6 +289,13 @@ def _restore(
         if tracking.alias_version(name, registry.CHAMPION) != version:
             tracking.set_alias(name, registry.CHAMPION, version)
             log.info("restored the champion into the local MLflow registry as version %s", version)
+        # a clone's evaluate is up to date from git (its outs are committed), so the clone's
+        # train run got no metrics: give it the committed ones
+        run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
+        if run_id is not None and not tracking.run_summary(run_id)["metrics"]:
+            numeric = {k: v for k, v in candidate.metrics.items() if isinstance(v, int | float)}
+            tracking.log_metrics(run_id, numeric, [])
+            log.info("logged the committed metrics to MLflow run %s", run_id)
 
 
 def _apply(

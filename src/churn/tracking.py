@@ -33,11 +33,12 @@ def store_dir() -> Path:
     return Path(root) / MLFLOW_DIR if root else MLFLOW_DIR
 
 
-def tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+def embedded_uri() -> str:
     return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
 
 
 def _client():
@@ -58,7 +59,8 @@ def ensure_experiment(name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    # not `"MLFLOW_TRACKING_URI" in os.environ`: mlflow.set_tracking_uri sets that variable
+    if tracking_uri() == embedded_uri():
         location = (store_dir() / "artifacts").resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
