@@ -45,6 +45,9 @@ def test_dvc_metrics_show_prints_headline_numbers_in_120_columns(repo):
     shown = dvc(repo, "metrics", "show").stdout
     assert "roc_auc" in shown and "drift" not in shown
     assert max(len(line) for line in shown.splitlines()) <= 120, shown
+    dvc(repo, "plots", "show")  # writes dvc_plots/: git-ignored, the tree stays clean
+    assert (repo / "dvc_plots" / "index.html").is_file()
+    assert sh(repo, "git", "status", "--porcelain").stdout == ""
 
 
 def test_outputs_hold_no_absolute_paths(repo):
