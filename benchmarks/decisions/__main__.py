@@ -1,0 +1,126 @@
+"""Decisions under load: is promote's verdict a function of its inputs, and what does the
+1 000-row batch timing (now informational) do on a busy CPU?
+
+    python benchmarks/decisions --runs 10
+
+Uses this repo's prepared data (run `dvc repro` first). A variant candidate (fewer
+boosting rounds) is trained into a temp folder, then `promote --dry-run` decides against
+the committed champion `--runs` times on a quiet CPU and `--runs` times with two busy
+processes on the two cores; every promotion.json is hashed. The batch timing is measured
+with one thread (what every stage pins) and with two (what it was before).
+Results: benchmarks/results/decisions.{json,md}. Nothing in the repo is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+HOG = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="promote dry runs per condition")
+    args = parser.parse_args()
+
+    import os
+
+    os.chdir(ROOT)
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from churn import evaluate, modelfile, promote, train
+    from churn.io import read_json, write_json
+    from churn.model import feature_names
+    from churn.params import load_params
+
+    base = load_params(ROOT / "params.yaml")
+    variant = base.model_copy(update={"train": base.train.model_copy(update={
+        "hist_gb": base.train.hist_gb.model_copy(update={"max_iter": 60})})})  # fmt: skip
+    prepared = ROOT / "data" / "prepared"
+    spec = read_json(prepared / "features.json")
+    test = pd.read_parquet(prepared / "test.parquet")
+    x = test[feature_names(spec)]
+    work = Path(tempfile.mkdtemp(prefix="churn-decisions-"))
+    models, reports = work / "models", work / "reports"
+    with threadpool_limits(1):
+        fitted = train.fit(pd.read_parquet(prepared / "train.parquet"), spec, variant)
+    modelfile.save(fitted.model, models / modelfile.MODEL_FILE)
+    write_json(models / "feature_contract.json", fitted.contract)
+    scores = fitted.model.predict_proba(x)[:, 1]
+    y = test[spec["label"]].astype(int).to_numpy()
+    write_json(reports / "metrics.json",
+               evaluate.compute_metrics(y, scores, variant.train.threshold, 0))  # fmt: skip
+    (reports / "drift.json").write_text((ROOT / "reports" / "drift.json").read_text())
+
+    def decide() -> tuple[str, str]:
+        with threadpool_limits(1):
+            report = promote.run(variant, dry_run=True, models_dir=models, reports_dir=reports)
+        digest = hashlib.sha256((reports / "promotion.json").read_bytes()).hexdigest()
+        return report["decision"], digest
+
+    def timings(threads: int) -> list[float]:
+        with threadpool_limits(threads):
+            return [promote.batch_latency_ms(fitted.model, x) for _ in range(5)]
+
+    results: dict = {"runs": args.runs, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    every_hash: set[str] = set()
+    for condition in ("quiet", "busy"):
+        hogs = []
+        if condition == "busy":
+            hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2)]
+        try:
+            decided = [decide() for _ in range(args.runs)]
+            one, two = timings(1), timings(2)
+        finally:
+            for proc in hogs:
+                proc.kill()
+                proc.wait()
+        every_hash |= {h for _, h in decided}
+        results[condition] = {
+            "decisions": sorted({d for d, _ in decided}),
+            "distinct_promotion_json": len({h for _, h in decided}),
+            "latency_ms_1_thread_median": round(statistics.median(one), 1),
+            "latency_ms_1_thread_max": round(max(one), 1),
+            "latency_ms_2_threads_median": round(statistics.median(two), 1),
+            "latency_ms_2_threads_max": round(max(two), 1),
+        }
+        print(condition, results[condition], flush=True)
+    results["same_bytes_quiet_and_busy"] = (
+        results["quiet"]["distinct_promotion_json"]
+        == results["busy"]["distinct_promotion_json"]
+        == 1
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "decisions.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = "\n".join(
+        f"| {c} | {', '.join(r['decisions'])} | {r['distinct_promotion_json']} | "
+        f"{r['latency_ms_1_thread_median']} / {r['latency_ms_1_thread_max']} | "
+        f"{r['latency_ms_2_threads_median']} / {r['latency_ms_2_threads_max']} |"
+        for c, r in ((c, results[c]) for c in ("quiet", "busy"))
+    )
+    (RESULTS / "decisions.md").write_text(
+        "# Decisions under load\n\n"
+        f"Machine: {results['machine']}. Generated by `python benchmarks/decisions --runs "
+        f"{args.runs}`: `promote --dry-run` of a variant candidate against the champion, "
+        f"{args.runs} times per condition; busy = two `while True` processes.\n\n"
+        "| CPU | decisions | distinct promotion.json | 1 000-row batch, 1 thread: median / max ms "
+        "| 2 threads: median / max ms |\n|---|---|---|---|---|\n" + rows + "\n\n"
+        f"Same promotion.json bytes in every run, quiet and busy: "
+        f"{results['same_bytes_quiet_and_busy']}.\n"
+    )
+    print(f"wrote {RESULTS / 'decisions.md'}")
+
+
+if __name__ == "__main__":
+    main()
