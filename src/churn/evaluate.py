@@ -24,6 +24,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from churn import modelfile, tracking
+from churn.errors import ChurnError
 from churn.io import (
     atomic_write_text,
     read_json,
@@ -115,6 +116,8 @@ def importance(
     return [{"feature": name, "importance": float(value)} for name, value in pairs]
 
 
+LEAK_MODEL_AUC = 0.995
+
 # reports/metrics.json (what `dvc metrics show/diff` print) holds these, so the table stays
 # within 120 columns; the rest (counts, rates, precision, recall) go to evaluation.json.
 HEADLINE = ("roc_auc", "pr_auc", "f1", "accuracy", "recall_at_top_10pct", "brier", "log_loss")
@@ -138,6 +141,12 @@ def run(
     scores = model.predict_proba(x)[:, 1]
     threshold = params.train.threshold
     metrics = compute_metrics(y, scores, threshold, spec["n_train"])
+    if metrics["roc_auc"] >= LEAK_MODEL_AUC and "*" not in params.train.allow_leaky:
+        raise ChurnError(
+            f"test ROC AUC {metrics['roc_auc']:.4f} >= {LEAK_MODEL_AUC}: too good to be true "
+            "for churn; look for columns known only after churn and leave them out with "
+            "ingest.table.drop_columns, or accept it with train.allow_leaky: ['*']"
+        )
     log.info("roc_auc %.4f  pr_auc %.4f  f1 %.4f on %d test rows",
              metrics["roc_auc"], metrics["pr_auc"], metrics["f1"], len(y))  # fmt: skip
 

@@ -26,7 +26,9 @@ class CompiledModel:
     indicator: np.ndarray  # numeric columns that get a missing indicator
     mean: np.ndarray | None
     scale: np.ndarray | None
-    categories: tuple[dict[str, int], ...]
+    categories: tuple[dict[str, int], ...]  # per categorical: level -> position in its block
+    widths: tuple[int, ...]  # one-hot block width per categorical
+    defaults: tuple[int | None, ...]  # position of an unseen level (capped: "infrequent")
     support: np.ndarray
     estimator: Any
 
@@ -48,15 +50,15 @@ class CompiledModel:
         parts = [values, np.isnan(num[:, self.indicator]).astype("float64")]
         if self.mean is not None:
             parts = [(np.hstack(parts) - self.mean) / self.scale]
-        width = sum(len(c) for c in self.categories)
-        onehot = np.zeros((num.shape[0], width))
+        onehot = np.zeros((num.shape[0], sum(self.widths)))
         offset = 0
         for j, mapping in enumerate(self.categories):
+            default = self.defaults[j]
             for i, value in enumerate(cat[:, j]):
-                position = mapping.get(value if isinstance(value, str) else "missing")
+                position = mapping.get(value if isinstance(value, str) else "missing", default)
                 if position is not None:
                     onehot[i, offset + position] = 1.0
-            offset += len(mapping)
+            offset += self.widths[j]
         return np.hstack([*parts, onehot])[:, self.support]
 
     def predict_encoded(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
@@ -85,19 +87,55 @@ def _extract(pipeline: Any) -> CompiledModel:
     onehot = cat_pipe.named_steps["onehot"]
     if onehot.drop_idx_ is not None or getattr(onehot, "_infrequent_enabled", False):
         raise ValueError("unknown one-hot options")
-    categories = tuple({str(c): k for k, c in enumerate(cats)} for cats in onehot.categories_)
+    categories = [{str(c): k for k, c in enumerate(cats)} for cats in onehot.categories_]
+    widths = [len(c) for c in categories]
+    defaults: list[int | None] = [None] * len(categories)
+    capped: list[str] = []
+    if "cat_capped" in by_name:
+        capped_pipe, capped = by_name["cat_capped"]
+        for mapping, width, default in _capped_blocks(capped_pipe.named_steps["onehot"]):
+            categories.append(mapping)
+            widths.append(width)
+            defaults.append(default)
     return CompiledModel(
         numeric=tuple(numeric),
-        categorical=tuple(categorical),
+        categorical=tuple(categorical) + tuple(capped),
         kept=kept,
         medians=stats[kept],
         indicator=indicator,
         mean=None if scaler is None else scaler.mean_,
         scale=None if scaler is None else scaler.scale_,
-        categories=categories,
+        categories=tuple(categories),
+        widths=tuple(widths),
+        defaults=tuple(defaults),
         support=pipeline.named_steps["drop_constant"].get_support(),
         estimator=pipeline.named_steps["model"],
     )
+
+
+UNSEEN = "\x00unseen level"
+
+
+def _capped_blocks(encoder: Any) -> list[tuple[dict[str, int], int, int | None]]:
+    """Per column of a one-hot encoder with infrequent levels: level -> position in the
+    column's block, the block width, and where an unseen level goes. Read off the
+    encoder's own transform, so grouping rules stay sklearn's (compile_pipeline checks)."""
+    cats = encoder.categories_
+    widths = [int(w) for w in encoder._n_features_outs]
+    blocks, start = [], 0
+    for j, levels in enumerate(cats):
+        probe = [*levels.tolist(), UNSEEN]
+        rows = np.array([[c[0] for c in cats]] * len(probe), dtype=object)
+        rows[:, j] = probe
+        names = getattr(encoder, "feature_names_in_", None)
+        block = encoder.transform(rows if names is None else pd.DataFrame(rows, columns=names))
+        block = block[:, start : start + widths[j]]
+        hot = [int(np.argmax(row)) if row.any() else None for row in block]
+        mapping = {str(level): pos for level, pos in zip(levels, hot[:-1], strict=True)
+                   if pos is not None}  # fmt: skip
+        blocks.append((mapping, widths[j], hot[-1]))
+        start += widths[j]
+    return blocks
 
 
 def compile_pipeline(pipeline: Any, sample: pd.DataFrame, tolerance: float = 1e-9):

@@ -109,8 +109,39 @@ COURSE_COLUMNS = {
 }
 
 
-def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Column | None:
-    """Infer a feature column's kind from a flat table; None drops an id-like text column.
+# Automatic exclusion of columns that cannot be honest features (each named in a warning)
+MIN_ROWS_TO_JUDGE = 20
+TEXT_DISTINCT_SHARE, TEXT_MIN_LEVELS = 0.05, 100
+
+
+def exclusion_reason(series: pd.Series) -> str | None:
+    """Why a flat-table column should not be a feature, or None to keep it."""
+    present = series.dropna()
+    text = present.astype(str).str.strip()
+    text = text[text != ""]
+    if text.nunique() <= 1:
+        return "constant (one value)"
+    if len(text) < MIN_ROWS_TO_JUDGE:
+        return None
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all():
+        whole = bool((numbers == numbers.round()).all())
+        monotonic = numbers.is_monotonic_increasing or numbers.is_monotonic_decreasing
+        if whole and numbers.is_unique and monotonic and len(text) == len(series):
+            return "row-number-like (whole, unique, monotonic)"
+        return None
+    if numbers.notna().mean() >= NUMERIC_SHARE:
+        return None  # numeric with a few bad cells: validation names them
+    levels = text.nunique()
+    if levels > 0.5 * len(text):
+        return f"id- or name-like text ({levels} distinct values in {len(text)} rows)"
+    if levels > TEXT_MIN_LEVELS and levels > TEXT_DISTINCT_SHARE * len(text):
+        return f"free-text-like ({levels} distinct values, > {TEXT_MIN_LEVELS} and > 5 % of rows)"
+    return None
+
+
+def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Column:
+    """Infer a feature column's kind from a flat table.
 
     A column named like one of the course contract's gets that column's rules (counts and
     money non-negative, counts whole), as the snapshots source does; so does one listed in
@@ -132,8 +163,6 @@ def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Co
     numbers = pd.to_numeric(text, errors="coerce")
     if len(text) and numbers.notna().mean() >= NUMERIC_SHARE:
         return Column(name, "numeric")
-    if len(present) >= 20 and present.nunique() > 0.5 * len(present):
-        return None
     return Column(name, "category")
 
 
@@ -179,11 +208,15 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
     frame = read_table_file(path)
     if len(frame) == 0:
         raise DataValidationError(file, "*", "empty_file", "the table has no rows")
-    for needed in (t.id_column, t.label_column, t.date_column, *t.non_negative):
+    for needed in (t.id_column, t.label_column, t.date_column, *t.non_negative, *t.drop_columns):
         if needed is not None and needed not in frame.columns:
             raise DataValidationError(
                 file, needed, "missing_column", f"configured column absent; found {list(frame)}"
             )
+    clash = {t.id_column, t.label_column, t.date_column} & set(t.drop_columns)
+    if clash:
+        raise ChurnError(f"ingest.table.drop_columns names {sorted(clash)}: the id, label or "
+                         "date column cannot be dropped")  # fmt: skip
     ids = validate_table(frame, Table("ids", (Column(t.id_column, "id", max_null_rate=0.0),)),
                          file, 0.0, t.id_column)[t.id_column]  # fmt: skip
     frame = frame.assign(**{t.id_column: ids.to_numpy()})
@@ -202,11 +235,16 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
     for name in frame.columns:
         if name in skip:
             continue
-        col = infer_column(frame[name], name, non_negative=name in t.non_negative)
-        if col is None:
-            log.warning("%s: dropping id-like text column '%s'", file, name)
-        else:
-            columns.append(col)
+        if name in t.drop_columns:
+            log.info("%s: leaving out column '%s' (ingest.table.drop_columns)", file, name)
+            continue
+        declared = name in COURSE_COLUMNS or name in t.non_negative
+        why = None if declared else exclusion_reason(frame[name])
+        if why is not None:
+            log.warning("%s: excluding column '%s': %s; list it in ingest.table.drop_columns "
+                        "to silence this", file, name, why)  # fmt: skip
+            continue
+        columns.append(infer_column(frame[name], name, non_negative=name in t.non_negative))
     schema = Table("features", (Column(t.id_column, "id", max_null_rate=0.0), *columns))
     for as_of in sorted(dates.unique()):
         rows = frame[(dates == as_of).to_numpy()]
@@ -245,6 +283,19 @@ def feature_kinds(snapshot: Snapshot) -> dict[str, str]:
     return kinds
 
 
+def drop_features(kinds: dict[str, str], p: IngestParams) -> dict[str, str]:
+    """Leave out ingest.snapshots.drop_columns (the table source never reads its own)."""
+    if p.source == "table":
+        return kinds
+    unknown = sorted(set(p.snapshots.drop_columns) - set(kinds))
+    if unknown:
+        raise ChurnError(f"ingest.snapshots.drop_columns names {unknown}, which are not feature "
+                         f"columns; they are {sorted(kinds)}")  # fmt: skip
+    for name in p.snapshots.drop_columns:
+        log.info("leaving out column '%s' (ingest.snapshots.drop_columns)", name)
+    return {k: v for k, v in kinds.items() if k not in p.snapshots.drop_columns}
+
+
 def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
     """Validate and write every snapshot into a staging folder; publish it only if all pass.
 
@@ -272,7 +323,7 @@ def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
             "layout": "course" if "users" in first else "table",
             "snapshots": dates,
             "tables": list(first),
-            "features": feature_kinds(first),
+            "features": drop_features(feature_kinds(first), p),
             "n_users": {d: n_users[d] for d in dates},
         }
         write_json(tmp / MANIFEST, manifest)

@@ -56,15 +56,28 @@ def build_estimator(p: TrainParams, random_state: int) -> ClassifierMixin:
     )
 
 
-def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
+def capped_columns(spec: dict, train: pd.DataFrame, max_categories: int) -> list[str]:
+    """Categorical features with more training levels than `max_categories`."""
+    return [f["name"] for f in spec["features"] if f["kind"] == "category"
+            and train[f["name"]].nunique() > max_categories]  # fmt: skip
+
+
+def build_pipeline(
+    spec: dict, p: TrainParams, random_state: int, capped: list[str] | None = None
+) -> Pipeline:
     """Preprocessing for the data's quirks + the estimator chosen in params.
 
     Numbers and booleans: median imputation with missing indicators (an empty
     plan_stream_* means "no internet"); categories: missing -> "missing" (both None
-    and NaN), one-hot, unknown ignored; constant columns dropped.
+    and NaN), one-hot, unknown ignored; constant columns dropped. The `capped`
+    categoricals keep their `train.max_categories - 1` most frequent levels; the rest,
+    and levels never seen, share one "infrequent" column (a 2 600-level surname would
+    otherwise make a batch ~100x slower, and the API would refuse every new name).
     """
+    capped = capped or []
     numeric = [f["name"] for f in spec["features"] if f["kind"] in ("numeric", "bool")]
-    categorical = [f["name"] for f in spec["features"] if f["kind"] == "category"]
+    categorical = [f["name"] for f in spec["features"]
+                   if f["kind"] == "category" and f["name"] not in capped]  # fmt: skip
     num_steps: list = [("impute", SimpleImputer(strategy="median", add_indicator=True))]
     if p.model == "logistic_regression":
         num_steps.append(("scale", StandardScaler()))
@@ -74,11 +87,13 @@ def build_pipeline(spec: dict, p: TrainParams, random_state: int) -> Pipeline:
         ("none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING)),
         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
     ]
-    preprocess = ColumnTransformer(
-        [("num", Pipeline(num_steps), numeric), ("cat", Pipeline(cat_steps), categorical)],
-        remainder="drop",
-        verbose_feature_names_out=False,
-    )
+    branches = [("num", Pipeline(num_steps), numeric), ("cat", Pipeline(cat_steps), categorical)]
+    if capped:
+        capped_steps = [*cat_steps[:2], ("onehot", OneHotEncoder(
+            handle_unknown="infrequent_if_exist", max_categories=p.max_categories,
+            sparse_output=False))]  # fmt: skip
+        branches.append(("cat_capped", Pipeline(capped_steps), capped))
+    preprocess = ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)
     return Pipeline(
         [
             ("preprocess", preprocess),
@@ -94,7 +109,9 @@ def fit_pipeline(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> Pipeline:
     return modelfile.normalise(pipeline)
 
 
-def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold: float) -> dict:
+def feature_contract(
+    spec: dict, train: pd.DataFrame, model_name: str, threshold: float, capped: tuple = ()
+) -> dict:
     """Names, kinds, dtypes, categories and observed ranges of the model's inputs."""
     features = []
     for f in spec["features"]:
@@ -107,6 +124,8 @@ def feature_contract(spec: dict, train: pd.DataFrame, model_name: str, threshold
         }
         if f["kind"] == "category":
             entry["categories"] = sorted(values.dropna().astype(str).unique().tolist())
+            if f["name"] in capped:
+                entry["unseen_levels"] = "infrequent"  # the API accepts them
         else:
             present = values.dropna().to_numpy(dtype=float)
             entry["min"] = float(np.min(present)) if present.size else None

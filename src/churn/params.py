@@ -56,6 +56,9 @@ class SnapshotsParams(_Frozen):
     first_as_of: IsoDate | None = Field(
         None, description="month-end of the first folder when folder names are not dates"
     )
+    drop_columns: list[str] = Field(
+        default_factory=list, description="feature columns the model must not use"
+    )
 
 
 class TableParams(_Frozen):
@@ -66,6 +69,9 @@ class TableParams(_Frozen):
     as_of: IsoDate | None = Field(None, description="snapshot date when there is no date column")
     non_negative: list[str] = Field(
         default_factory=list, description="columns that must be >= 0 (counts, money)"
+    )
+    drop_columns: list[str] = Field(
+        default_factory=list, description="columns left out (not read as features)"
     )
 
 
@@ -110,6 +116,14 @@ class TrainParams(_Frozen):
     hist_gb: HistGBParams = HistGBParams()
     random_forest: RandomForestParams = RandomForestParams()
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+    max_categories: int = Field(
+        20, ge=2, description="levels kept per categorical with more; rarer ones: infrequent"
+    )
+    allow_leaky: list[str] = Field(
+        default_factory=list,
+        description="features allowed to predict the label almost alone ('*': any, and the "
+        "model's own AUC check)",
+    )
 
 
 class EvaluateParams(_Frozen):

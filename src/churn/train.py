@@ -7,13 +7,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from churn import modelfile, tracking
 from churn.errors import ChurnError
 from churn.io import read_json, sha256_file, write_json
-from churn.model import build_pipeline, feature_contract, feature_names, fit_pipeline
+from churn.model import (
+    build_pipeline,
+    capped_columns,
+    feature_contract,
+    feature_names,
+    fit_pipeline,
+)
 from churn.params import Params
 from churn.prepare import PREPARED_DIR
 
@@ -30,12 +38,52 @@ class Trained:
     contract: dict
 
 
+LEAK_AUC = 0.98  # a feature that alone ranks churners this well is a leak until shown not
+
+
+def single_feature_auc(values: pd.Series, y: np.ndarray) -> float:
+    """How well one column alone separates the classes: max(AUC, 1 - AUC). Categories
+    score by their level's churn rate, numbers by value (missing: the median)."""
+    if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype):
+        keys = values.astype(str).where(values.notna(), "missing")
+        score = keys.map(pd.Series(y, index=keys.index).groupby(keys).mean()).to_numpy(float)
+    else:
+        score = values.astype(float).fillna(values.astype(float).median()).to_numpy()
+    if np.unique(score).size < 2:
+        return 0.5
+    auc = float(roc_auc_score(y, score))
+    return max(auc, 1.0 - auc)
+
+
+def leaky_features(train: pd.DataFrame, spec: dict, allowed: list[str]) -> dict[str, float]:
+    """Features (not allow-listed) whose own AUC on the training split is >= LEAK_AUC."""
+    if "*" in allowed:
+        return {}
+    y = train[spec["label"]].astype(int).to_numpy()
+    scores = {name: single_feature_auc(train[name], y) for name in feature_names(spec)
+              if name not in allowed}  # fmt: skip
+    return {name: auc for name, auc in scores.items() if auc >= LEAK_AUC}
+
+
 def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
-    """Pure: a fitted Pipeline and its feature contract."""
+    """Pure: a fitted Pipeline and its feature contract; refuses features that leak."""
+    leaks = leaky_features(train, spec, params.train.allow_leaky)
+    if leaks:
+        shown = ", ".join(f"'{n}' (AUC {a:.3f} alone)" for n, a in sorted(leaks.items()))
+        raise ChurnError(
+            f"{shown} predict the label almost perfectly on the training split: a leak (a "
+            "column known only after churn)? Leave it out with ingest.table.drop_columns "
+            "(or ingest.snapshots.drop_columns), or accept it with train.allow_leaky"
+        )
     names = feature_names(spec)
-    pipeline = build_pipeline(spec, params.train, params.random_state)
+    capped = capped_columns(spec, train, params.train.max_categories)
+    for name in capped:
+        log.info("'%s': %d levels; the %d most frequent are kept, the rest are 'infrequent'",
+                 name, train[name].nunique(), params.train.max_categories - 1)  # fmt: skip
+    pipeline = build_pipeline(spec, params.train, params.random_state, capped)
     fit_pipeline(pipeline, train[names], train[spec["label"]].astype(int))
-    contract = feature_contract(spec, train, params.train.model, params.train.threshold)
+    contract = feature_contract(spec, train, params.train.model, params.train.threshold,
+                                tuple(capped))  # fmt: skip
     return Trained(pipeline, contract)
 
 

@@ -43,7 +43,7 @@ def test_telco_style_csv_is_ingested_with_inferred_types(tmp_path, workdir):
     table_params(workdir, source)
     result = churn(workdir, "ingest")
     assert result.returncode == 0, result.stderr
-    assert "dropping id-like text column 'notes'" in result.stderr
+    assert "excluding column 'notes': id- or name-like text" in result.stderr
     manifest = read_json(workdir / "data/raw/manifest.json")
     assert manifest["layout"] == "table" and manifest["snapshots"] == ["2024-01-31"]
     kinds = manifest["features"]
