@@ -13,6 +13,9 @@ from churn.params import Params, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "streamflow"
+LINEAGE = "registry/streamflow-churn"  # the built-in data's registry folder
+CHAMPION_JSON = f"{LINEAGE}/champion.json"
+HISTORY_JSONL = f"{LINEAGE}/history.jsonl"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -149,10 +149,12 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("benchmark: wrk not found (apt-get install wrk)")
-    champion = json.loads((ROOT / "registry/champion.json").read_text())
+    champion = json.loads((ROOT / "registry/streamflow-churn/champion.json").read_text())
     contract = json.loads((ROOT / champion["contract_path"]).read_text())
     features = [f["name"] for f in contract["features"]]
-    online = pd.read_parquet(ROOT / "data/prepared/online_features.parquet")
+    online = pd.read_parquet(
+        ROOT / "mlflow/online/registry-streamflow-churn/online_features.parquet"
+    )
     ids = online["user_id"].tolist()
     record = {k: (None if isinstance(v, float) and np.isnan(v) else v)
               for k, v in online[features].iloc[0].to_dict().items()}  # fmt: skip

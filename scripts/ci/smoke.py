@@ -1,7 +1,8 @@
 """Smoke-test the API as deployed: start `churn serve` on a free loopback port, wait
 for /ready (with a timeout), POST /predict and check the answer against the contract
 and the registry's champion.json
-(CHURN_REGISTRY_DIR, default registry/). Exit 1 naming what broke, with the server's log.
+(CHURN_REGISTRY_DIR, default registry/; the lineage of promote.model_name). Exit 1 naming
+what broke, with the server's log.
 
 Run from the repo root with the venv on PATH, after `dvc repro`:
     python scripts/ci/smoke.py [--user-id SF-0000001] [--timeout 60] [--log ci-logs/serve.log]
@@ -54,11 +55,19 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
     raise SmokeError(f"/ready did not answer 200 within {timeout_s:g} s (last: {last})")
 
 
+def served_lineage() -> Path:
+    """The lineage folder `churn serve` reads here (CHURN_REGISTRY_DIR / model name)."""
+    from churn.serve import Settings
+
+    return Settings.from_env().registry_dir
+
+
 def first_user_id() -> str:
     import pandas as pd
 
-    registry = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
-    path = Path("mlflow/online") / registry.name / "online_features.parquet"
+    from churn import registry
+
+    path = registry.online_dir(served_lineage()) / "online_features.parquet"
     if not path.exists():
         raise SmokeError(f"{path}: not found; run `dvc repro` first")
     return str(pd.read_parquet(path, columns=["user_id"])["user_id"].iloc[0])
@@ -66,8 +75,7 @@ def first_user_id() -> str:
 
 def check(url: str, user_id: str) -> dict:
     """The contract: one prediction, the champion's version, a 422 naming a bad field."""
-    registry = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
-    champion = json.loads((registry / "champion.json").read_text())
+    champion = json.loads((served_lineage() / "champion.json").read_text())
     answer = httpx.post(f"{url}/predict", json={"user_id": user_id}, timeout=10)
     if answer.status_code != 200:
         raise SmokeError(f"POST /predict answered {answer.status_code}: {answer.text[:300]}")

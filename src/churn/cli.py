@@ -202,7 +202,7 @@ def rollback(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Move the `champion` alias and registry/champion.json back to another version."""
+    """Move the `champion` alias and registry/<name>/champion.json back to another version."""
     from churn import registry as reg
     from churn.params import load_params
     from churn.promote import note_rollback
@@ -314,7 +314,8 @@ def serve(
 
     Configuration comes from the environment: CHURN_ADMIN_TOKEN (enables
     POST /admin/reload), CHURN_CANARY_FRACTION, CHURN_SHADOW, CHURN_POLL_SECONDS,
-    CHURN_MAX_BATCH, CHURN_REGISTRY_DIR, CHURN_FEATURES.
+    CHURN_MAX_BATCH, CHURN_REGISTRY_DIR (registry root), CHURN_MODEL_NAME (lineage; default:
+    params.yaml's promote.model_name), CHURN_FEATURES.
     """
     import shutil
     import tempfile
@@ -360,7 +361,8 @@ def registry_show(params: ParamsOpt = Path("params.yaml"), last: int = 5) -> Non
     from churn.params import load_params
 
     name = load_params(params).promote.model_name
-    champion = reg.read_champion()
+    lineage = reg.lineage_dir(name)
+    champion = reg.read_champion(lineage)
     if champion is None:
         typer.echo("no champion yet: run `dvc repro`")
     else:
@@ -379,20 +381,21 @@ def registry_show(params: ParamsOpt = Path("params.yaml"), last: int = 5) -> Non
                        "repro` (promote restores it)")  # fmt: skip
         typer.echo(f"metrics: {json.dumps(champion.get('metrics', {}))}")
     typer.echo(f"challenger version: {tracking.alias_version(name, reg.CHALLENGER)}")
-    for record in reg.read_history()[-last:]:
+    for record in reg.read_history(lineage)[-last:]:
         typer.echo(f"{record['at']}  {record['action']:<8} {record.get('version_before')} -> "
                    f"{record.get('version_after')}  {record.get('reason', '')}")  # fmt: skip
 
 
 @registry_app.command("history")
 @stage
-def registry_history() -> None:
+def registry_history(params: ParamsOpt = Path("params.yaml")) -> None:
     """Every promote, skip, rollback and repair, oldest first (JSON lines)."""
     import json
 
     from churn import registry as reg
+    from churn.params import load_params
 
-    for record in reg.read_history():
+    for record in reg.read_history(reg.lineage_dir(load_params(params).promote.model_name)):
         typer.echo(json.dumps(record))
 
 

@@ -131,13 +131,16 @@ def run(
     dry_run: bool = False,
     raw_dir: Path = RAW_DIR,
     out_dir: Path = MONITOR_DIR,
-    registry_dir: Path = registry.REGISTRY_DIR,
+    registry_dir: Path | None = None,
 ) -> dict[str, Any]:
     require(raw_dir / MANIFEST)
+    params = load_params(params_path)
+    if registry_dir is None:
+        registry_dir = registry.lineage_dir(params.promote.model_name)
     champion = registry.read_champion(registry_dir)
     if champion is None:
-        raise ChurnError("no champion in registry/champion.json: run `dvc repro` first")
-    params = load_params(params_path)
+        raise ChurnError(f"no champion in {registry_dir / registry.CHAMPION_FILE}: run "
+                         "`dvc repro` first")  # fmt: skip
     start = {"version": str(champion["version"]), "as_of": champion["as_of"]}
     months = months_after(read_json(raw_dir / MANIFEST), start["as_of"])
     log.info("champion version %s (as_of %s); newer snapshots: %s",

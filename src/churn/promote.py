@@ -2,7 +2,7 @@
 
 The gates are pure functions of the two models, the test set and the reports, so
 reports/promotion.json is the same on every rerun; measured latency goes only to
-registry/history.jsonl. Inside `dvc exp run` (DVC_EXP_NAME) or with --dry-run,
+registry/<name>/history.jsonl. Inside `dvc exp run` (DVC_EXP_NAME) or with --dry-run,
 promote decides and reports but touches neither registry/ nor the MLflow aliases.
 """
 
@@ -97,14 +97,18 @@ def evaluate_gates(
         gates.append(gate("non_regression", None, p.margin, True, "no champion yet"))
     else:
         cand_value = compute_metrics(y, scores, threshold, 0)[p.metric]
-        if champion_model is not None:
-            champ_names = feature_names({"features": _features(champion)}) or names
+        champ_names = feature_names({"features": _features(champion)}) or names
+        lacking = [n for n in champ_names if n not in test.columns]
+        if champion_model is not None and not lacking:
             champ_scores = champion_model.predict_proba(test[champ_names])[:, 1]
             champ_value = compute_metrics(y, champ_scores, threshold, 0)[p.metric]
             basis = "both scored on this test set"
         else:
-            champ_value = champion["metrics"].get(p.metric)
-            basis = "champion artifact absent: its recorded metric"
+            champ_value = (champion.get("metrics") or {}).get(p.metric)
+            basis = ("champion artifact absent: its recorded metric" if not lacking else
+                     f"the champion cannot score this data (it needs {lacking[:3]}): its "
+                     "recorded metric; another dataset belongs in its own lineage "
+                     "(promote.model_name)")  # fmt: skip
         if champ_value is None:
             gates.append(
                 gate("non_regression", None, p.margin, False, f"champion has no {p.metric}")
@@ -130,7 +134,7 @@ def evaluate_gates(
     # the same inputs promote on a quiet machine and skip on a busy one.
     latency = batch_latency_ms(candidate.model, test[names])
     detail = ("1 000-row batch, one thread; informational (a timing is not a function of the "
-              "inputs): the measured value goes to registry/history.jsonl")  # fmt: skip
+              "inputs): the measured value goes to registry/<name>/history.jsonl")  # fmt: skip
     gates.append(gate("sanity_latency", None, p.latency_budget_ms, None, detail))
     if latency > p.latency_budget_ms:
         log.warning("1 000-row batch took %.0f ms, over promote.latency_budget_ms=%s "
@@ -232,10 +236,12 @@ def run(
     prepared_dir: Path = PREPARED_DIR,
     models_dir: Path = MODELS_DIR,
     reports_dir: Path = REPORTS_DIR,
-    registry_dir: Path = registry.REGISTRY_DIR,
+    registry_dir: Path | None = None,
 ) -> dict:
     p = params.promote
     mode = _mode(dry_run)
+    if registry_dir is None:  # this model name's lineage: never another dataset's champion
+        registry_dir = registry.lineage_dir(p.model_name)
     candidate = load_candidate(models_dir, reports_dir)
     champion = registry.read_champion(registry_dir)
 

@@ -1,4 +1,4 @@
-"""The registry: MLflow alias + registry/champion.json + registry/history.jsonl, together.
+"""The registry: MLflow alias + registry/<name>/champion.json + history.jsonl, together.
 
 champion.json is what serving reads; it is replaced atomically (temp, fsync, rename)
 and is the commit point of a decision: the alias is moved first, the file second, the
@@ -6,7 +6,7 @@ history line last. Every crash point is recoverable with `churn registry verify 
 a moved alias is moved back; a champion.json with no history record gets the record
 rebuilt from the file (which names the champion it replaced); temp files of a crashed
 writer are removed the next time the lock is taken. Promote and rollback hold an
-exclusive lock on registry/.lock.
+exclusive lock on registry/<name>/.lock.
 
 champion.json arrives by pull request, so it is input: the model is only ever read from
 the content-store path derived from its sha256 (artifact_path must equal that path), and
@@ -39,8 +39,24 @@ from churn import modelfile, tracking
 from churn.errors import ChurnError
 from churn.io import sha256_file
 
-# CHURN_REGISTRY_DIR: a scratch registry for throwaway runs (CI's small run); serve reads it too
-REGISTRY_DIR = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
+# One lineage per registered model name (promote.model_name): registry/<name>/ holds its
+# champion.json and history.jsonl, so a user's own dataset starts at version 1 of its own
+# lineage and is never compared with another's champion.
+# CHURN_REGISTRY_DIR: another root for throwaway runs (CI's small run); serve reads it too.
+REGISTRY_ROOT = Path(os.environ.get("CHURN_REGISTRY_DIR", "registry"))
+DEFAULT_LINEAGE = "streamflow-churn"
+LINEAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def lineage_dir(name: str, root: Path | None = None) -> Path:
+    """The registry folder of one lineage (a name like an MLflow registered model's)."""
+    if not LINEAGE_NAME.fullmatch(name) or ".." in name:
+        raise ChurnError(f"promote.model_name {name!r}: use letters, digits, '.', '_' or '-' "
+                         "(at most 64, first a letter or digit)")  # fmt: skip
+    return (REGISTRY_ROOT if root is None else root) / name
+
+
+REGISTRY_DIR = lineage_dir(DEFAULT_LINEAGE)
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
@@ -217,9 +233,10 @@ ONLINE_FILES = ("online_features.parquet", "features.json")
 
 
 def online_dir(root: Path = REGISTRY_DIR) -> Path:
-    """Where serving reads the online features of a registry: outside every DVC out, so a
-    failed `dvc repro` (which deletes a stage's outs before running it) cannot remove them."""
-    return ONLINE_DIR / root.name
+    """Where serving reads the online features of a lineage: outside every DVC out, so a
+    failed `dvc repro` (which deletes a stage's outs before running it) cannot remove them.
+    Named by the registry root and lineage (registry/x -> mlflow/online/registry-x)."""
+    return ONLINE_DIR / f"{root.parent.name}-{root.name}"
 
 
 def publish_online(prepared_dir: Path, root: Path = REGISTRY_DIR) -> Path:
@@ -370,8 +387,9 @@ def local_lineage(name: str, entry: dict[str, Any]) -> dict[str, Any]:
 # --- verify and rollback ---------------------------------------------------------------
 
 
-def verify(name: str, repair: bool = False, root: Path = REGISTRY_DIR) -> list[str]:
+def verify(name: str, repair: bool = False, root: Path | None = None) -> list[str]:
     """See _verify; a repair holds the registry lock (and so also removes stale temp files)."""
+    root = lineage_dir(name) if root is None else root
     if not repair:
         return _verify(name, False, root)
     with locked(root):
@@ -442,8 +460,9 @@ def previous_champion(history: list[dict[str, Any]], current_sha: str) -> dict[s
     return None
 
 
-def rollback(name: str, to: str | None, reason: str, root: Path = REGISTRY_DIR) -> dict:
+def rollback(name: str, to: str | None, reason: str, root: Path | None = None) -> dict:
     """Move alias and champion.json to another version (default: the previous champion)."""
+    root = lineage_dir(name) if root is None else root
     if not reason.strip():
         raise ChurnError("--reason is required: say why you roll back")
     with locked(root):

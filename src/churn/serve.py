@@ -1,6 +1,6 @@
 """The prediction API: a FastAPI app factory that serves the registry's champion.
 
-Startup reads registry/champion.json, checks the artifact's sha256, loads the model and
+Startup reads registry/<name>/champion.json, checks the artifact's sha256, loads the model and
 its feature contract and the online feature table (the newest snapshot). It depends on
 the registry and feature contracts only, and imports no MLflow when the artifact is a
 local file. A missing or inconsistent registry does not crash the process: /ready says
@@ -57,7 +57,9 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # an X-Request-ID we echo; el
 class Settings:
     """Serving configuration (environment variables in brackets)."""
 
-    registry_dir: Path = Path("registry")  # CHURN_REGISTRY_DIR
+    # the lineage served: CHURN_REGISTRY_DIR (root, default registry/) / model name
+    # (CHURN_MODEL_NAME, else params.yaml's promote.model_name, else streamflow-churn)
+    registry_dir: Path = registry.REGISTRY_DIR
     # CHURN_FEATURES; default: what promote published for this registry (mlflow/online/...)
     features_path: Path | None = None
     admin_token: str | None = None  # CHURN_ADMIN_TOKEN: enables POST /admin/reload
@@ -74,8 +76,11 @@ class Settings:
     def from_env(cls) -> Settings:
         env = os.environ
         features = env.get("CHURN_FEATURES")
+        name = env.get("CHURN_MODEL_NAME") or _params_model_name(Path("params.yaml"))
         return cls(
-            registry_dir=Path(env.get("CHURN_REGISTRY_DIR", "registry")),
+            registry_dir=registry.lineage_dir(
+                name, Path(env.get("CHURN_REGISTRY_DIR", "registry"))
+            ),
             features_path=Path(features) if features else None,
             admin_token=env.get("CHURN_ADMIN_TOKEN") or None,
             max_batch=int(env.get("CHURN_MAX_BATCH", "1000")),
@@ -85,6 +90,19 @@ class Settings:
             poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
             run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
         )
+
+
+def _params_model_name(path: Path) -> str:
+    """promote.model_name of the repo state being served (the lineage `dvc repro` promoted)."""
+    import yaml
+
+    try:
+        params = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError:
+        params = None
+    promote = params.get("promote") if isinstance(params, dict) else None
+    name = promote.get("model_name") if isinstance(promote, dict) else None
+    return name if isinstance(name, str) else registry.DEFAULT_LINEAGE
 
 
 # --- loading ---------------------------------------------------------------------------

@@ -83,8 +83,8 @@ def test_malformed_json_is_a_declared_422(client):
 
 @pytest.mark.parametrize("content", ["1", "null", '"a string"', "[]"])
 def test_a_champion_json_that_is_not_an_object_keeps_the_server_up(content, tmp_path, in_served):
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     good = (registry_copy / "champion.json").read_text()
     (registry_copy / "champion.json").write_text(content)
     with TestClient(create_app(settings(registry_dir=registry_copy))) as c:
@@ -100,11 +100,11 @@ def test_a_champion_json_that_is_not_an_object_keeps_the_server_up(content, tmp_
 @pytest.mark.parametrize("command", [["registry", "verify"], ["registry", "show"],
                                      ["rollback", "--reason", "x"]])  # fmt: skip
 def test_registry_commands_say_what_is_wrong_with_champion_json(command, tmp_path, in_served):
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     (registry_copy / "champion.json").write_text("null")
     (tmp_path / "params.yaml").write_text("random_state: 42\n")
-    env = {**os.environ, "CHURN_REGISTRY_DIR": str(registry_copy)}
+    env = {**os.environ, "CHURN_REGISTRY_DIR": str(registry_copy.parent)}
     result = subprocess.run([sys.executable, "-m", "churn", *command], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert result.returncode == 1, result.stderr

@@ -15,8 +15,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 def test_one_reload_moves_every_worker(tmp_path, in_served):
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shared = settings(registry_dir=registry_copy, run_dir=run_dir)
@@ -38,8 +38,8 @@ def test_one_reload_moves_every_worker(tmp_path, in_served):
 
 
 def test_without_a_run_dir_nothing_is_announced(tmp_path, in_served):
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     with TestClient(create_app(settings(registry_dir=registry_copy))) as client:
         assert client.post("/admin/reload", headers=AUTH).status_code == 200
     assert not list(tmp_path.glob("**/reload.json"))

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from churn.serve import Settings, create_app
 from tests.api.conftest import TOKEN, settings
+from tests.conftest import CHAMPION_JSON
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def test_health_ready_and_model(client, in_served):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready", "model_version": "1"}
     model = client.get("/model").json()
-    champion = json.loads((in_served / "registry/champion.json").read_text())
+    champion = json.loads((in_served / CHAMPION_JSON).read_text())
     assert model["version"] == "1" and model["sha256"] == champion["sha256"]
     assert model["run_id"] == champion["run_id"] and model["metrics"]["roc_auc"] > 0.8
     assert model["as_of"] == "2024-01-31" and model["online_as_of"] == "2024-02-29"
@@ -143,8 +144,8 @@ def test_reload_is_off_without_a_token_and_needs_the_right_one(in_served):
 
 
 def test_failed_reload_keeps_serving_the_old_model(tmp_path, in_served, monkeypatch):
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     with TestClient(create_app(settings(registry_dir=registry_copy))) as c:
         before = c.post("/predict", json={"user_id": "SF-0000001"}).json()
         entry = json.loads((registry_copy / "champion.json").read_text())
@@ -220,8 +221,8 @@ def test_polling_reloads_when_champion_json_changes(tmp_path, in_served):
 
     from churn.serve import challenger_entry
 
-    registry_copy = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", registry_copy)
+    registry_copy = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", registry_copy)
     with TestClient(create_app(settings(registry_dir=registry_copy, poll_seconds=0.2))) as c:
         assert c.get("/model").json()["version"] == "1"
         champion = json.loads((registry_copy / "champion.json").read_text())

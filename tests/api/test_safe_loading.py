@@ -37,8 +37,8 @@ def evil_pickle(marker: Path) -> bytes:
 
 @pytest.fixture
 def registry_copy(tmp_path, in_served) -> Path:
-    target = tmp_path / "registry"
-    shutil.copytree(in_served / "registry", target)
+    target = tmp_path / "registry" / "streamflow-churn"
+    shutil.copytree(in_served / "registry" / "streamflow-churn", target)
     return target
 
 
@@ -105,7 +105,7 @@ def test_malformed_fields_are_refused_naming_the_field(field, value, registry_co
 
 
 def test_the_registry_model_loads_through_skops_only(in_served):
-    entry = json.loads((in_served / "registry" / "champion.json").read_text())
+    entry = json.loads((in_served / "registry" / "streamflow-churn" / "champion.json").read_text())
     path = Path(entry["artifact_path"])
     assert path.name == "model.skops" and path.read_bytes()[:2] == b"PK"  # a zip, no pickle
     model = modelfile.load(path)

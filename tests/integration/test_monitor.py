@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHAMPION_JSON, HISTORY_JSONL, REPO_ROOT
 from tests.helpers import BIN, dvc, make_repo, set_param, sh
 
 pytestmark = pytest.mark.slow
 
 RETRAIN = str(REPO_ROOT / "scripts" / "ci" / "retrain")
-WATCHED = ("params.yaml", "dvc.lock", "registry/champion.json", "registry/history.jsonl")
+WATCHED = (
+    "params.yaml",
+    "dvc.lock",
+    CHAMPION_JSON,
+    HISTORY_JSONL,
+)
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:
@@ -24,7 +29,7 @@ def snapshot(repo: Path) -> dict[str, bytes]:
 
 
 def champion(repo: Path) -> dict:
-    return json.loads((repo / "registry/champion.json").read_text())
+    return json.loads((repo / CHAMPION_JSON).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,7 @@ def test_the_loop_retrains_after_the_injected_drift_and_promotes(repo):
     after = [s for s in timeline["steps"] if s["as_of"] > promoted[0]["as_of"]]
     assert all(s["champion_version"] == promoted[0]["retrain"]["champion_version_after"]
                for s in after)  # fmt: skip
-    history = [json.loads(line) for line in (repo / "registry/history.jsonl").read_text()
+    history = [json.loads(line) for line in (repo / HISTORY_JSONL).read_text()
                .splitlines()]  # fmt: skip
     assert history[-1]["action"] == "promote" and history[-1]["sha256"] == now["sha256"]
     # the champion that drift flagged is worse on that month than the one that replaced it

@@ -17,7 +17,7 @@ import yaml
 from churn import drift, evaluate, ingest, prepare, promote, registry, tracking, train
 from churn.errors import ChurnError
 from churn.io import sha256_file
-from tests.conftest import REPO_ROOT, small_params
+from tests.conftest import CHAMPION_JSON, HISTORY_JSONL, LINEAGE, REPO_ROOT, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def work(workdir: Path) -> Path:
 
 
 def champion() -> dict:
-    return json.loads(Path("registry/champion.json").read_text())
+    return json.loads(Path(CHAMPION_JSON).read_text())
 
 
 def history_actions() -> list[str]:
@@ -85,13 +85,19 @@ def test_rerun_of_the_champion_gives_the_same_report_and_no_new_version(work):
 def test_experiments_and_dry_runs_decide_but_move_nothing(how, work, monkeypatch):
     build(params(**WEAK))
     promote.run(params(**WEAK))
-    before = Path("registry/champion.json").read_text(), Path("registry/history.jsonl").read_text()
+    before = (
+        Path(CHAMPION_JSON).read_text(),
+        Path(HISTORY_JSONL).read_text(),
+    )
     build(params())  # a better model: would be promoted
     if how == "experiment":
         monkeypatch.setenv("DVC_EXP_NAME", "bold-exp")
     report = promote.run(params(), dry_run=how == "dry_run")
     assert report["decision"] == "promote" and report["mode"] == how
-    after = Path("registry/champion.json").read_text(), Path("registry/history.jsonl").read_text()
+    after = (
+        Path(CHAMPION_JSON).read_text(),
+        Path(HISTORY_JSONL).read_text(),
+    )
     assert after == before
     assert tracking.alias_version(NAME, "champion") == "1"
     assert tracking.find_version_by_sha(NAME, sha256_file("models/model.skops")) is None
@@ -184,20 +190,20 @@ def write_params_file(p) -> None:
 def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(point, work):
     build(params(**WEAK))
     promote.run(params(**WEAK))
-    old = Path("registry/champion.json").read_text()
+    old = Path(CHAMPION_JSON).read_text()
     build(params())
     write_params_file(params())
     crashed = cli("promote", env={"CHURN_CRASH_AT": point})
     assert crashed.returncode == -9, crashed.stderr
-    text = Path("registry/champion.json").read_text()
+    text = Path(CHAMPION_JSON).read_text()
     entry = json.loads(text)  # always a complete file...
     new_sha = sha256_file("models/model.skops")
     assert text == old or entry["sha256"] == new_sha  # ...either the old or the new one
     verify = cli("registry", "verify")
     if point == "before_rename":  # the crashed writer's temp file: git-ignored, then cleaned
-        assert [p.name for p in Path("registry").glob(".champion.json.*.tmp")]
+        assert [p.name for p in Path(LINEAGE).glob(".champion.json.*.tmp")]
         ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
-        assert "/registry/.*.tmp" in ignored
+        assert "/registry/*/.*.tmp" in ignored
     if point == "after_file":
         # a champion with no history record: found, repaired from the file, rollback works
         assert (
@@ -220,7 +226,7 @@ def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(poin
     assert tracking.alias_version(NAME, "champion") == "1"
     assert cli("registry", "verify").returncode == 0
     assert history_actions()[-1] == "repair"
-    assert not list(Path("registry").glob(".champion.json.*.tmp"))
+    assert not list(Path(LINEAGE).glob(".champion.json.*.tmp"))
     shutil.rmtree("mlflow/models", ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CHAMPION_JSON
 from tests.helpers import BIN, dvc, env, free_port, make_repo, set_param, sh, wait_until_ok
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def repo(tmp_path_factory) -> Path:
     set_param(repo, "train.hist_gb.max_iter", 100)
     set_param(repo, "train.hist_gb.max_leaf_nodes", 6)
     dvc(repo, "repro")
-    assert '"version": "2"' in (repo / "registry/champion.json").read_text()
+    assert '"version": "2"' in (repo / CHAMPION_JSON).read_text()
     return repo
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHAMPION_JSON, HISTORY_JSONL, LINEAGE, REPO_ROOT
 from tests.helpers import ALL, BIN, dvc, make_repo, ran_stages, set_param, sh
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,8 @@ def test_first_run_writes_every_output_and_an_mlflow_run(repo):
                  "data/prepared/online_features.parquet", "data/prepared/reference.parquet",
                  "models/model.skops", "models/feature_contract.json",
                  "reports/plots/roc.json", "reports/plots/confusion.csv", "reports/drift.json",
-                 "reports/drift.html", "reports/promotion.json", "registry/champion.json",
-                 "registry/history.jsonl"):  # fmt: skip
+                 "reports/drift.html", "reports/promotion.json", CHAMPION_JSON,
+                 HISTORY_JSONL):  # fmt: skip
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     evaluation = json.loads((repo / "reports/evaluation.json").read_text())
@@ -53,7 +53,7 @@ def test_dvc_metrics_show_prints_headline_numbers_in_120_columns(repo):
 def test_outputs_hold_no_absolute_paths(repo):
     for path in ("data/raw/manifest.json", "data/prepared/features.json",
                  "models/feature_contract.json", "reports/metrics.json", "reports/drift.json",
-                 "reports/promotion.json", "registry/champion.json", "dvc.lock"):  # fmt: skip
+                 "reports/promotion.json", CHAMPION_JSON, "dvc.lock"):  # fmt: skip
         text = (repo / path).read_text()
         assert str(repo) not in text and "/tmp" not in text, path
 
@@ -150,11 +150,11 @@ def test_as_of_reruns_prepare_onwards_but_not_ingest(repo):
 
 
 def test_experiment_run_with_set_param_shows_in_exp_show_and_moves_no_champion(repo):
-    registry_before = {p.name: p.read_text() for p in (repo / "registry").iterdir()}
+    registry_before = {p.name: p.read_text() for p in (repo / LINEAGE).iterdir()}
     result = dvc(repo, "exp", "run", "-S", "train.model=logistic_regression")
     assert ran_stages(result) == ["train", "evaluate", "drift", "promote"]
     assert json.loads((repo / "reports/promotion.json").read_text())["mode"] == "experiment"
-    assert {p.name: p.read_text() for p in (repo / "registry").iterdir()} == registry_before
+    assert {p.name: p.read_text() for p in (repo / LINEAGE).iterdir()} == registry_before
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "logistic_regression" in text
@@ -191,7 +191,7 @@ def test_after_a_rollback_the_next_repro_decides_again(repo):
     set_param(repo, "promote.margin", -1.0)  # any candidate passes non-regression
     set_param(repo, "train.hist_gb.max_iter", 30)
     dvc(repo, "repro")
-    champion = json.loads((repo / "registry/champion.json").read_text())
+    champion = json.loads((repo / CHAMPION_JSON).read_text())
     assert champion["reason"] == "passed every gate"
     back = sh(repo, str(BIN / "churn"), "rollback", "--reason", "alerts")
     assert "champion is now version" in back.stdout

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import HISTORY_JSONL, LINEAGE
 from tests.helpers import BIN, dvc, make_repo, sh
 
 pytestmark = pytest.mark.slow
 
 
 def registry_state(repo: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted((repo / "registry").glob("*.json*"))}
+    return {p.name: p.read_text() for p in sorted((repo / LINEAGE).glob("*.json*"))}
 
 
 def mlflow_runs(repo: Path) -> dict[str, dict]:
@@ -109,7 +110,7 @@ def test_exp_apply_brings_params_and_metrics_and_promote_then_decides(repo, grid
     dvc(repo, "repro", "-f", "-s", "promote")
     decision = json.loads((repo / "reports/promotion.json").read_text())
     assert decision["mode"] == "apply" and decision["decision"] in ("promote", "skip")
-    history = (repo / "registry/history.jsonl").read_text().splitlines()
+    history = (repo / HISTORY_JSONL).read_text().splitlines()
     assert len(history) == len(before["history.jsonl"].splitlines()) + 1
     assert json.loads(history[-1])["action"] == decision["decision"]
     sh(repo, str(BIN / "churn"), "registry", "verify")
