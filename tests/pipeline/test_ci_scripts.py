@@ -64,7 +64,7 @@ def test_small_pipeline_then_smoke_serves_its_model_from_a_scratch_registry(tmp_
     params = (repo / "params.yaml").read_text()
     assert "n_users: 600" in params and "n_months: 2" in params
     assert "metrics gate passed (no baseline: limits only)" in result.stdout
-    assert json.loads((repo / "ci-" + CHAMPION_JSON).read_text())["version"] == "1"
+    assert json.loads((repo / ("ci-" + CHAMPION_JSON)).read_text())["version"] == "1"
     assert not (repo / "registry").exists()  # the committed registry is never written
     smoke = subprocess.run(
         [str(BIN / "python"), str(CI / "smoke.py"), "--timeout", "90"], cwd=repo,
