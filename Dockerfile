@@ -1,7 +1,9 @@
 # The prediction API. Build after `dvc repro` so the image carries the champion:
 #   docker build -t streamflow-churn-api .
-# The registry (champion.json), the content-addressed model store (mlflow/models) and the
-# online features are copied in; the sha256 in champion.json is checked at startup.
+# The registry (registry/<lineage>/champion.json), the content-addressed model store
+# (mlflow/models) and the online features promote published (mlflow/online) are copied in;
+# the sha256 in champion.json is checked at startup. The lineage served is
+# CHURN_MODEL_NAME (default streamflow-churn: no params.yaml in the image).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
