@@ -114,16 +114,20 @@ MIN_ROWS_TO_JUDGE = 20
 TEXT_DISTINCT_SHARE, TEXT_MIN_LEVELS = 0.05, 100
 
 
+def _as_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """A column's non-blank values as stripped text, and as numbers (NaN where not one)."""
+    text = series.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    return text, pd.to_numeric(text, errors="coerce")
+
+
 def exclusion_reason(series: pd.Series) -> str | None:
     """Why a flat-table column should not be a feature, or None to keep it."""
-    present = series.dropna()
-    text = present.astype(str).str.strip()
-    text = text[text != ""]
+    text, numbers = _as_numbers(series)
     if text.nunique() <= 1:
         return "constant (one value)"
     if len(text) < MIN_ROWS_TO_JUDGE:
         return None
-    numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all():
         whole = bool((numbers == numbers.round()).all())
         monotonic = numbers.is_monotonic_increasing or numbers.is_monotonic_decreasing
@@ -158,9 +162,7 @@ def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Co
     _, bad_bool = parse_bool(present)
     if len(present) and not bad_bool.any():
         return Column(name, "bool")
-    text = present.astype(str).str.strip()
-    text = text[text != ""]
-    numbers = pd.to_numeric(text, errors="coerce")
+    text, numbers = _as_numbers(series)
     if len(text) and numbers.notna().mean() >= NUMERIC_SHARE:
         return Column(name, "numeric")
     return Column(name, "category")

@@ -279,10 +279,12 @@ def run(
     return report
 
 
-def _register(params: Params, candidate: Candidate, models_dir: Path) -> str:
+def _register(params: Params, candidate: Candidate, models_dir: Path) -> tuple[str, str | None]:
+    """Store the bytes and find or register their version; the version and the MLflow run."""
     registry.store_artifacts(models_dir / MODEL_FILE, models_dir / CONTRACT_FILE)
     run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
-    return registry.version_for_sha(params.promote.model_name, candidate.sha256, run_id)
+    version = registry.version_for_sha(params.promote.model_name, candidate.sha256, run_id)
+    return version, run_id
 
 
 def _restore(
@@ -291,13 +293,12 @@ def _restore(
     """A fresh clone rebuilt the champion's bytes: put them back in the local registry."""
     name = params.promote.model_name
     with registry.locked(registry_dir):
-        version = _register(params, candidate, models_dir)
+        version, run_id = _register(params, candidate, models_dir)
         if tracking.alias_version(name, registry.CHAMPION) != version:
             tracking.set_alias(name, registry.CHAMPION, version)
             log.info("restored the champion into the local MLflow registry as version %s", version)
         # a clone's evaluate is up to date from git (its outs are committed), so the clone's
         # train run got no metrics: give it the committed ones
-        run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
         if run_id is not None and not tracking.run_summary(run_id)["metrics"]:
             numeric = {k: v for k, v in candidate.metrics.items() if isinstance(v, int | float)}
             tracking.log_metrics(run_id, numeric, [])
@@ -318,7 +319,7 @@ def _apply(
         now_champion = registry.read_champion(registry_dir)
         if (now_champion or {}).get("sha256") != (champion or {}).get("sha256"):
             raise ChurnError("the champion changed while promote was deciding; run it again")
-        version = _register(params, candidate, models_dir)
+        version, run_id = _register(params, candidate, models_dir)
         record = {
             "model_name": name,
             "version_before": None if champion is None else champion["version"],
@@ -330,7 +331,6 @@ def _apply(
         }
         if report["passed"]:
             reason = "first champion" if champion is None else "passed every gate"
-            run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
             metrics = {k: v for k, v in candidate.metrics.items() if isinstance(v, int | float)}
             entry = registry.entry_for(
                 name=name, version=version, run_id=str(run_id), sha256=candidate.sha256,

@@ -24,7 +24,6 @@ import getpass
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 from churn import modelfile, tracking
 from churn.errors import ChurnError
-from churn.io import sha256_file
+from churn.io import atomic_copy, sha256_file
 
 # One lineage per registered model name (promote.model_name): registry/<name>/ holds its
 # champion.json and history.jsonl, so a user's own dataset starts at version 1 of its own
@@ -217,14 +216,9 @@ def store_artifacts(model_path: Path, contract_path: Path) -> Path:
     """Copy the model and its contract into mlflow/models/<sha256>/; return the model path."""
     sha = sha256_file(model_path)
     target = store_path(sha)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    copies = [(contract_path, CONTRACT_FILE)]  # always: a newer code version may add fields
+    atomic_copy(contract_path, target.parent / CONTRACT_FILE)  # a newer code may add fields
     if not (target.exists() and sha256_file(target) == sha):
-        copies.append((model_path, MODEL_FILE))
-    for source, name in copies:
-        tmp = target.parent / f".{name}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target.parent / name)
+        atomic_copy(model_path, target)
     return target
 
 
@@ -242,11 +236,8 @@ def online_dir(root: Path = REGISTRY_DIR) -> Path:
 def publish_online(prepared_dir: Path, root: Path = REGISTRY_DIR) -> Path:
     """Copy prepare's online table (and its spec) to online_dir, each file atomically."""
     target = online_dir(root)
-    target.mkdir(parents=True, exist_ok=True)
     for name in ONLINE_FILES:
-        tmp = target / f".{name}.tmp"
-        shutil.copyfile(prepared_dir / name, tmp)
-        os.replace(tmp, target / name)
+        atomic_copy(prepared_dir / name, target / name)
     return target / ONLINE_FILES[0]
 
 
