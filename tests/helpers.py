@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote"]
+ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote", "score"]
 
 
 def env() -> dict[str, str]:

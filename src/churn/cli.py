@@ -195,6 +195,35 @@ def promote(
 
 @app.command()
 @stage
+def score(
+    params: ParamsOpt = Path("params.yaml"),
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="then print the N users most likely to churn")
+    ] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="print the call list as CSV")] = False,
+) -> None:
+    """Score every user of the newest snapshot with the champion (data/scored/, scoring.json).
+
+    `churn score --top 500 --csv > calls.csv` writes this month's call list: user id,
+    calibrated churn probability, decision, expected value of an offer, rank, decile.
+    """
+    from churn import score as stage_module
+    from churn.params import load_params
+
+    scored = stage_module.run(load_params(params))
+    if top is None:
+        return
+    if scored is None:
+        raise ChurnError("no champion in this lineage: nothing to list")
+    calls = scored.table.head(top)
+    if csv:
+        calls.to_csv(sys.stdout, index=False)
+    else:
+        typer.echo(calls.to_string(index=False))
+
+
+@app.command()
+@stage
 def rollback(
     reason: Annotated[str, typer.Option("--reason", help="why (recorded in history)")],
     to: Annotated[

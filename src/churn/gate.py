@@ -19,7 +19,9 @@ from churn.errors import ChurnError
 from churn.params import GateRule, Params
 
 METRICS_FILE = Path("reports/metrics.json")
-LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
+LOWER_IS_BETTER = frozenset(
+    {"brier", "log_loss", "ece", "roc_auc_cv_std", "oot.brier", "oot.ece", "oot.log_loss"}
+)
 PASS, FAIL = "pass", "fail"
 
 
@@ -80,7 +82,19 @@ def metrics_at_rev(rev: str, path: str | Path = METRICS_FILE) -> dict[str, Any] 
     return parse_metrics(shown.stdout, f"{rev}:{path}")
 
 
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as `dvc metrics show` names them: {"oot": {"roc_auc": …}} -> oot.roc_auc."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _number(metrics: dict[str, Any], name: str, source: str) -> float | None:
+    metrics = flatten(metrics)
     if name not in metrics:
         return None
     value = metrics[name]
@@ -114,6 +128,8 @@ def check_metric(name: str, rule: GateRule, current: float | None, baseline: flo
     def result(verdict: str, reason: str) -> Check:
         return Check(name, current, baseline, limit, allowed, verdict, reason)
 
+    if current is None and rule.optional:
+        return result(PASS, "absent (optional: e.g. no later month with labels)")
     if current is None:
         return result(FAIL, "missing from the metrics file")
     if rule.min is not None and current < rule.min:

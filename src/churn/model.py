@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import sklearn
+from pydantic import BaseModel
 from sklearn.base import ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -24,10 +28,15 @@ def feature_names(spec: dict) -> list[str]:
     return [f["name"] for f in spec["features"]]
 
 
-def build_estimator(p: TrainParams, random_state: int) -> ClassifierMixin:
+def build_estimator(
+    p: TrainParams, random_state: int, model: str | None = None, settings: BaseModel | None = None
+) -> ClassifierMixin:
+    """The estimator named by `model` (default: params' train.model) with `settings`
+    (default: its params block)."""
+    model = model or p.model
+    h = settings or getattr(p, model)
     class_weight = None if p.class_weight == "none" else "balanced"
-    if p.model == "hist_gb":
-        h = p.hist_gb
+    if model == "hist_gb":
         return HistGradientBoostingClassifier(
             learning_rate=h.learning_rate,
             max_iter=h.max_iter,
@@ -39,20 +48,35 @@ def build_estimator(p: TrainParams, random_state: int) -> ClassifierMixin:
             early_stopping=False,
             random_state=random_state,
         )
-    if p.model == "random_forest":
-        r = p.random_forest
+    if model == "random_forest":
         return RandomForestClassifier(
-            n_estimators=r.n_estimators,
-            max_depth=r.max_depth,
-            min_samples_leaf=r.min_samples_leaf,
-            max_features=r.max_features,
+            n_estimators=h.n_estimators,
+            max_depth=h.max_depth,
+            min_samples_leaf=h.min_samples_leaf,
+            max_features=h.max_features,
             class_weight=class_weight,
-            n_jobs=-1,
+            n_jobs=1,  # threads sum tree votes in any order: the last bits of a score vary
             random_state=random_state,
         )
-    lr = p.logistic_regression
     return LogisticRegression(
-        C=lr.C, max_iter=lr.max_iter, class_weight=class_weight, random_state=random_state
+        C=h.C, max_iter=h.max_iter, class_weight=class_weight, random_state=random_state
+    )
+
+
+def folds(p: TrainParams, random_state: int) -> StratifiedKFold:
+    """The one fold split of the training data: calibration, CV metrics and the search."""
+    return StratifiedKFold(n_splits=p.cv_folds, shuffle=True, random_state=random_state)
+
+
+def calibrated(estimator: ClassifierMixin, p: TrainParams, random_state: int) -> ClassifierMixin:
+    """Scores that are probabilities: a sigmoid (or isotonic) map fitted on out-of-fold
+    scores, then the estimator refitted on all rows (ensemble=False: one model to serve).
+    Class weighting buys ranking on rare churners but inflates raw scores (40 % predicted
+    where 27 % churn); the map takes that back out."""
+    if p.calibration == "none":
+        return estimator
+    return CalibratedClassifierCV(
+        estimator, method=p.calibration, cv=folds(p, random_state), ensemble=False
     )
 
 
@@ -63,7 +87,13 @@ def capped_columns(spec: dict, train: pd.DataFrame, max_categories: int) -> list
 
 
 def build_pipeline(
-    spec: dict, p: TrainParams, random_state: int, capped: list[str] | None = None
+    spec: dict,
+    p: TrainParams,
+    random_state: int,
+    capped: list[str] | None = None,
+    model: str | None = None,
+    settings: BaseModel | None = None,
+    calibrate: bool = True,
 ) -> Pipeline:
     """Preprocessing for the data's quirks + the estimator chosen in params.
 
@@ -73,13 +103,15 @@ def build_pipeline(
     categoricals keep their `train.max_categories - 1` most frequent levels; the rest,
     and levels never seen, share one "infrequent" column (a 2 600-level surname would
     otherwise make a batch ~100x slower, and the API would refuse every new name).
+    The estimator is `calibrated` unless `calibrate` is False or params say none.
     """
+    model = model or p.model
     capped = capped or []
     numeric = [f["name"] for f in spec["features"] if f["kind"] in ("numeric", "bool")]
     categorical = [f["name"] for f in spec["features"]
                    if f["kind"] == "category" and f["name"] not in capped]  # fmt: skip
     num_steps: list = [("impute", SimpleImputer(strategy="median", add_indicator=True))]
-    if p.model == "logistic_regression":
+    if model == "logistic_regression":
         num_steps.append(("scale", StandardScaler()))
     cat_steps = [
         # NaN first: the None imputer refuses NaN input, the NaN imputer passes None through
@@ -94,11 +126,14 @@ def build_pipeline(
             sparse_output=False))]  # fmt: skip
         branches.append(("cat_capped", Pipeline(capped_steps), capped))
     preprocess = ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)
+    estimator = build_estimator(p, random_state, model, settings)
+    if calibrate:
+        estimator = calibrated(estimator, p, random_state)
     return Pipeline(
         [
             ("preprocess", preprocess),
             ("drop_constant", VarianceThreshold(0.0)),
-            ("model", build_estimator(p, random_state)),
+            ("model", estimator),
         ]
     )
 
@@ -143,3 +178,46 @@ def feature_contract(
         "sklearn_version": sklearn.__version__,
         "features": features,
     }
+
+
+def sample_rows(
+    x: pd.DataFrame, y: pd.Series, max_rows: int, random_state: int
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A seeded, stratified sample of at most `max_rows` rows (all rows when fewer)."""
+    if len(x) <= max_rows:
+        return x, y
+    keep, _ = train_test_split(
+        np.arange(len(x)), train_size=max_rows, random_state=random_state, stratify=y
+    )
+    keep = np.sort(keep)
+    return x.iloc[keep], y.iloc[keep]
+
+
+def out_of_fold(
+    fitted: Pipeline,
+    base: Pipeline,
+    x: pd.DataFrame,
+    y: pd.Series,
+    p: TrainParams,
+    random_state: int,
+) -> tuple[np.ndarray, list[float]]:
+    """Calibrated out-of-fold churn probabilities and the ROC AUC of each fold.
+
+    `base` is the uncalibrated Pipeline; each fold's scores go through the calibration
+    map of `fitted` (itself learnt on out-of-fold scores), so the probabilities are what
+    the served model would have said of users it never saw.
+    """
+    estimator = base.named_steps["model"]
+    method = "decision_function" if hasattr(estimator, "decision_function") else "predict_proba"
+    splits = list(folds(p, random_state).split(x, y))
+    raw = cross_val_predict(base, x, y, cv=splits, method=method)
+    raw = raw[:, 1] if raw.ndim == 2 else raw
+    final = fitted.named_steps["model"]
+    if hasattr(final, "calibrated_classifiers_"):
+        probability = final.calibrated_classifiers_[0].calibrators[0].predict(raw)
+    else:
+        probability = raw
+    probability = np.clip(np.asarray(probability, dtype=float), 0.0, 1.0)
+    labels = y.to_numpy()
+    per_fold = [float(roc_auc_score(labels[test], probability[test])) for _, test in splits]
+    return probability, per_fold

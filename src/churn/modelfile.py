@@ -24,24 +24,36 @@ from churn.io import atomic_write_bytes
 
 MODEL_FILE = "model.skops"
 # Beyond skops' own trusted defaults (sklearn estimators, numpy arrays): exactly the types
-# this project's three estimators need. Anything else in a file is refused at load.
+# this project's three estimators and their calibration need. Anything else is refused.
 TRUSTED_TYPES = (
     "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 )
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def estimators(model: Any) -> list[Any]:
+    """The Pipeline's final estimator and, when it is calibrated, the models inside."""
+    final = getattr(model, "named_steps", {}).get("model", model)
+    inner = [final.estimator] if hasattr(final, "calibrated_classifiers_") else []
+    inner += [c.estimator for c in getattr(final, "calibrated_classifiers_", [])]
+    return [final, *inner]
+
+
 def normalise(model: Any) -> Any:
     """Drop machine-specific state from a fitted Pipeline (in place; returns it)."""
-    steps = getattr(model, "named_steps", {})
-    estimator = steps.get("model", model)
-    bin_mapper = getattr(estimator, "_bin_mapper", None)
-    if bin_mapper is not None:
-        bin_mapper.n_threads = None
-    if "n_jobs" in estimator.get_params():
-        estimator.set_params(n_jobs=1)  # predicting in thread order changes scores' last bits
+    for estimator in estimators(model):
+        bin_mapper = getattr(estimator, "_bin_mapper", None)
+        if bin_mapper is not None:
+            bin_mapper.n_threads = None
+        params = estimator.get_params(deep=False)
+        if "n_jobs" in params and params["n_jobs"] != 1:
+            # predicting in thread order changes scores' last bits
+            estimator.set_params(n_jobs=1)
     return model
 
 

@@ -110,9 +110,20 @@ class LogisticRegressionParams(_Frozen):
 
 
 class TrainParams(_Frozen):
-    model: Literal["hist_gb", "random_forest", "logistic_regression"] = "hist_gb"
+    model: Literal["hist_gb", "random_forest", "logistic_regression", "auto"] = Field(
+        "hist_gb", description="an estimator, or auto: the best of a seeded CV search"
+    )
     class_weight: Literal["balanced", "none"] = "balanced"
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="decision threshold for churn")
+    calibration: Literal["sigmoid", "isotonic", "none"] = Field(
+        "sigmoid", description="probability calibration fitted on out-of-fold predictions"
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="stratified folds (calibration, CV, auto)")
+    cv_max_rows: int = Field(
+        200_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
+    )
+    threshold: float | Literal["auto"] = Field(
+        "auto", description="churn decision threshold, or auto: the most net value (decision)"
+    )
     hist_gb: HistGBParams = HistGBParams()
     random_forest: RandomForestParams = RandomForestParams()
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
@@ -123,6 +134,18 @@ class TrainParams(_Frozen):
         default_factory=list,
         description="features allowed to predict the label almost alone ('*': any, and the "
         "model's own AUC check)",
+    )
+
+
+class DecisionParams(_Frozen):
+    """The retention offer: what calling a user costs and what a saved user is worth."""
+
+    offer_cost: float = Field(50.0, ge=0.0, description="cost of one offer (call + incentive)")
+    save_rate: float = Field(0.25, gt=0.0, le=1.0, description="share of churners an offer keeps")
+    value_months: float = Field(12.0, gt=0.0, description="months of fee a saved user is worth")
+    fee_column: str = Field("monthly_fee", description="monthly fee feature, when present")
+    customer_value: float = Field(
+        500.0, gt=0.0, description="value of a saved user when there is no fee column"
     )
 
 
@@ -149,6 +172,9 @@ class PromoteParams(_Frozen):
     min_positive_rate: float = Field(0.02, ge=0.0, le=1.0)
     max_positive_rate: float = Field(0.7, ge=0.0, le=1.0)
     latency_budget_ms: float = Field(500.0, gt=0, description="1 000-row batch predict_proba")
+    max_ece: float = Field(
+        0.05, gt=0.0, le=1.0, description="calibration ceiling: expected calibration error"
+    )
     allow_contract_change: bool = False
 
 
@@ -163,6 +189,7 @@ class GateRule(_Frozen):
     relative: bool = Field(False, description="tolerance is a fraction of the baseline value")
     min: float | None = Field(None, description="floor (higher-is-better metrics)")
     max: float | None = Field(None, description="ceiling (lower-is-better metrics)")
+    optional: bool = Field(False, description="absent passes (oot.*: no later labelled month)")
 
 
 def _default_gate_metrics() -> dict[str, GateRule]:
@@ -171,6 +198,11 @@ def _default_gate_metrics() -> dict[str, GateRule]:
         "pr_auc": GateRule(tolerance=0.02),
         "recall_at_top_10pct": GateRule(tolerance=0.1, relative=True),
         "brier": GateRule(tolerance=0.1, relative=True),
+        "ece": GateRule(tolerance=0.02, max=0.05),
+        "roc_auc_cv_mean": GateRule(tolerance=0.01),
+        "roc_auc_cv_std": GateRule(max=0.05),
+        "oot.roc_auc": GateRule(tolerance=0.02, optional=True),
+        "oot.ece": GateRule(max=0.1, optional=True),
     }
 
 
@@ -184,6 +216,7 @@ class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    decision: DecisionParams = DecisionParams()
     evaluate: EvaluateParams = EvaluateParams()
     drift: DriftParams = DriftParams()
     promote: PromoteParams = PromoteParams()

@@ -28,6 +28,8 @@ class Prepared:
     online: pd.DataFrame
     reference: pd.DataFrame
     current: pd.DataFrame
+    oot: pd.DataFrame | None  # the first later month with labels: out-of-time evaluation
+    online_labels: pd.DataFrame | None  # the newest month's labels, when it has them (score)
     spec: dict
 
 
@@ -92,6 +94,12 @@ def _resolve(manifest: dict, wanted: str, key: str, raw_dir: Path) -> str:
     return wanted
 
 
+def next_labelled(raw_dir: Path, manifest: dict, as_of: str) -> str | None:
+    """The first snapshot after `as_of` that has labels (for out-of-time evaluation)."""
+    later = [d for d in manifest["snapshots"] if d > as_of]
+    return next((d for d in later if (raw_dir / d / f"{LABEL_TABLE}.parquet").exists()), None)
+
+
 def load_snapshot(raw_dir: Path, manifest: dict, as_of: str) -> pd.DataFrame:
     folder = raw_dir / as_of
     tables = {}
@@ -111,9 +119,11 @@ def prepare(params: Params, raw_dir: Path = RAW_DIR) -> Prepared:
     current_as_of = _resolve(manifest, params.drift.current_as_of, "drift.current_as_of", raw_dir)
     online_as_of = manifest["snapshots"][-1]
     kinds = manifest["features"]
+    oot_as_of = next_labelled(raw_dir, manifest, as_of)
 
     frames: dict[str, pd.DataFrame] = {}
-    for date in dict.fromkeys([as_of, current_as_of, online_as_of]):
+    wanted = [as_of, current_as_of, online_as_of] + ([oot_as_of] if oot_as_of else [])
+    for date in dict.fromkeys(wanted):
         frames[date] = build_features(load_snapshot(raw_dir, manifest, date), kinds)
         log.info("joined snapshot %s: %d users", date, len(frames[date]))
     reference = frames[as_of]
@@ -130,12 +140,16 @@ def prepare(params: Params, raw_dir: Path = RAW_DIR) -> Prepared:
         "as_of": as_of,
         "current_as_of": current_as_of,
         "online_as_of": online_as_of,
+        "oot_as_of": oot_as_of,
         "n_train": len(train),
         "n_test": len(test),
         "train_positive_rate": float(np.mean(train[LABEL])),
     }
     online = frames[online_as_of].drop(columns=[LABEL], errors="ignore")
-    return Prepared(train, test, online, reference, frames[current_as_of], spec)
+    online_labels = frames[online_as_of][[ID, LABEL]] if LABEL in frames[online_as_of] else None
+    oot = frames[oot_as_of] if oot_as_of else None
+    return Prepared(train, test, online, reference, frames[current_as_of], oot, online_labels,
+                    spec)  # fmt: skip
 
 
 def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -> Prepared:
@@ -146,13 +160,20 @@ def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -
         write_parquet(prepared.online, tmp / "online_features.parquet")
         write_parquet(prepared.reference, tmp / "reference.parquet")
         write_parquet(prepared.current, tmp / "current.parquet")
+        # always written (no rows when absent), so dvc.yaml can name them as deps
+        empty = prepared.test.iloc[:0]
+        write_parquet(empty if prepared.oot is None else prepared.oot, tmp / "oot.parquet")
+        labels = empty[[ID, LABEL]] if prepared.online_labels is None else prepared.online_labels
+        write_parquet(labels, tmp / "online_labels.parquet")
         write_json(tmp / "features.json", prepared.spec)
     log.info(
-        "train %d rows, test %d rows (as_of %s); online features %s; drift current %s",
+        "train %d rows, test %d rows (as_of %s); online features %s; drift current %s; "
+        "out-of-time labels %s",
         len(prepared.train),
         len(prepared.test),
         prepared.spec["as_of"],
         prepared.spec["online_as_of"],
         prepared.spec["current_as_of"],
+        prepared.spec["oot_as_of"] or "none (no later month has labels)",
     )
     return prepared

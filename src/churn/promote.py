@@ -21,7 +21,12 @@ import pandas as pd
 
 from churn import modelfile, registry, tracking
 from churn.errors import ChurnError
-from churn.evaluate import REPORTS_DIR, compute_metrics
+from churn.evaluate import (
+    REPORTS_DIR,
+    compute_metrics,
+    ece_noise_floor,
+    expected_calibration_error,
+)
 from churn.io import (
     atomic_write_text,
     read_json,
@@ -125,6 +130,13 @@ def evaluate_gates(
         ok = not diffs or p.allow_contract_change
         detail = "allowed by promote.allow_contract_change" if diffs and ok else ""
         gates.append(gate("feature_contract", diffs, "identical names and kinds", ok, detail))
+    # calibration: the ceiling, or twice what chance alone gives a calibrated model on
+    # this many test rows, whichever is higher
+    ece = expected_calibration_error(y, scores)
+    ceiling = round(max(p.max_ece, 2 * ece_noise_floor(scores)), 6)
+    gates.append(gate("calibration_ece", round(ece, 6), ceiling, ece <= ceiling,
+                      f"expected calibration error, 10 quantile bins, {len(y)} test rows; "
+                      f"promote.max_ece {p.max_ece:g} or 2x the noise floor"))  # fmt: skip
     bad = int((~np.isfinite(scores) | (scores < 0) | (scores > 1)).sum())
     gates.append(gate("sanity_scores", bad, 0, bad == 0, "NaN or outside [0, 1]"))
     rate = float((scores >= threshold).mean())
@@ -166,6 +178,16 @@ def render_markdown(report: dict) -> str:
 def write_report(report: dict, reports_dir: Path) -> None:
     write_json(reports_dir / "promotion.json", report)
     atomic_write_text(reports_dir / "promotion.md", render_markdown(report))
+
+
+def write_served(registry_dir: Path, reports_dir: Path) -> dict:
+    """reports/served.json: the lineage's champion once promote has decided (`score`'s
+    dep; a promotion or a rollback changes it, a skip does not)."""
+    champion = registry.read_champion(registry_dir)
+    keys = ("model_name", "version", "sha256", "as_of")
+    served = {"champion": None if champion is None else {k: champion.get(k) for k in keys}}
+    write_json(reports_dir / "served.json", served)
+    return served
 
 
 def note_rollback(entry: dict, reports_dir: Path = REPORTS_DIR) -> None:
@@ -257,6 +279,7 @@ def run(
             "candidate": {"sha256": candidate.sha256},
         }
         write_report(report, reports_dir)
+        write_served(registry_dir, reports_dir)
         return report
 
     test = pd.read_parquet(prepared_dir / "test.parquet")
@@ -266,16 +289,19 @@ def run(
     rolled_back = {r["rolled_back_sha256"] for r in history if r.get("rolled_back_sha256")}
     champion_model = _champion_model(champion) if champion is not None else None
     gates, latency = evaluate_gates(candidate, champion, champion_model, test, drift,
-                                    rolled_back, p, params.train.threshold)  # fmt: skip
+                                    rolled_back, p,
+                                    float(candidate.contract["threshold"]))  # fmt: skip
     report = _report(candidate, champion, gates, mode)
     write_report(report, reports_dir)
     verdicts = ", ".join(f"{g['gate']}={g['verdict']}" for g in gates)
     log.info("decision: %s (%s)", report["decision"], verdicts)
     if mode != "apply":
         log.info("%s: registry and aliases left untouched", mode.replace("_", " "))
+        write_served(registry_dir, reports_dir)
         return report
     _apply(params, candidate, champion, report, latency, models_dir, registry_dir)
     registry.publish_online(prepared_dir, registry_dir)
+    write_served(registry_dir, reports_dir)
     return report
 
 

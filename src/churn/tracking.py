@@ -89,8 +89,10 @@ def log_training_run(
     tags: dict[str, str],
     example: pd.DataFrame,
     artifacts: list[Path],
+    children: list[dict] | None = None,
 ) -> str:
-    """Log params, tags, the model (skops, signature, input example) and files; return run id."""
+    """Log params, tags, the model (skops, signature, input example) and files, and one
+    nested run per `children` entry (name, params, metrics); return the run id."""
     mlflow = _client()
     import skops.io
     from mlflow.models import infer_signature
@@ -116,6 +118,12 @@ def log_training_run(
         mlflow.set_tag(LOGGED_MODEL_TAG, info.model_uri)
         for path in artifacts:
             mlflow.log_artifact(str(path))
+        for child in children or []:
+            with mlflow.start_run(experiment_id=experiment_id, run_name=child["name"],
+                                  nested=True):  # fmt: skip
+                mlflow.log_params(child["params"])
+                mlflow.log_metrics(child["metrics"])
+                mlflow.set_tag("parent_model_sha256", tags.get(MODEL_SHA_TAG, ""))
         return run.info.run_id
 
 

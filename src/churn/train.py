@@ -13,29 +13,35 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from churn import modelfile, tracking
+from churn.decision import customer_values, realised_value, value_basis, value_curve
 from churn.errors import ChurnError
-from churn.io import read_json, sha256_file, write_json
+from churn.io import read_json, round_floats, sha256_file, write_json
 from churn.model import (
     build_pipeline,
     capped_columns,
     feature_contract,
     feature_names,
     fit_pipeline,
+    out_of_fold,
+    sample_rows,
 )
 from churn.params import Params
 from churn.prepare import PREPARED_DIR
+from churn.search import search
 
 log = logging.getLogger("churn.train")
 
 MODELS_DIR = Path("models")
 MODEL_FILE = modelfile.MODEL_FILE
 CONTRACT_FILE = "feature_contract.json"
+SUMMARY_FILE = "training.json"
 
 
 @dataclass(frozen=True)
 class Trained:
     model: Pipeline
     contract: dict
+    summary: dict  # models/training.json
 
 
 LEAK_AUC = 0.98  # a feature that alone ranks churners this well is a leak until shown not
@@ -66,8 +72,10 @@ def leaky_features(train: pd.DataFrame, spec: dict, allowed: list[str]) -> dict[
 
 
 def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
-    """Pure: a fitted Pipeline and its feature contract; refuses features that leak."""
-    leaks = leaky_features(train, spec, params.train.allow_leaky)
+    """Pure: a fitted, calibrated Pipeline, its feature contract and the training summary
+    (CV folds, chosen threshold, search table); refuses features that leak."""
+    p = params.train
+    leaks = leaky_features(train, spec, p.allow_leaky)
     if leaks:
         shown = ", ".join(f"'{n}' (AUC {a:.3f} alone)" for n, a in sorted(leaks.items()))
         raise ChurnError(
@@ -76,29 +84,86 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
             "(or ingest.snapshots.drop_columns), or accept it with train.allow_leaky"
         )
     names = feature_names(spec)
-    capped = capped_columns(spec, train, params.train.max_categories)
+    capped = capped_columns(spec, train, p.max_categories)
     for name in capped:
         log.info("'%s': %d levels; the %d most frequent are kept, the rest are 'infrequent'",
-                 name, train[name].nunique(), params.train.max_categories - 1)  # fmt: skip
-    pipeline = build_pipeline(spec, params.train, params.random_state, capped)
-    fit_pipeline(pipeline, train[names], train[spec["label"]].astype(int))
-    contract = feature_contract(spec, train, params.train.model, params.train.threshold,
-                                tuple(capped))  # fmt: skip
-    return Trained(pipeline, contract)
+                 name, train[name].nunique(), p.max_categories - 1)  # fmt: skip
+    x, y = train[names], train[spec["label"]].astype(int)
+    # CV estimates (search, out-of-fold threshold) on a seeded sample of big tables
+    xs, ys = sample_rows(x, y, p.cv_max_rows, params.random_state)
+    summary: dict = {"rows": len(x), "cv_rows": len(xs), "folds": p.cv_folds}
+    if p.model == "auto":
+        result = search(spec, xs, ys, p, params.random_state, capped)
+        model, settings = result.winner.model, result.winner.settings
+        summary["search"] = {"winner": result.winner.label, "candidates": result.table}
+    else:
+        model, settings = p.model, getattr(p, p.model)
+    log.info("fitting %s (calibration: %s, %d folds) on %d rows", model, p.calibration,
+             p.cv_folds, len(x))  # fmt: skip
+    pipeline = build_pipeline(spec, p, params.random_state, capped, model, settings)
+    fit_pipeline(pipeline, x, y)
+    base = build_pipeline(spec, p, params.random_state, capped, model, settings, calibrate=False)
+    probability, per_fold = out_of_fold(pipeline, base, xs, ys, p, params.random_state)
+    values = customer_values(xs, params.decision)
+    curve = value_curve(ys.to_numpy(), probability, values, params.decision)
+    threshold = curve.best if p.threshold == "auto" else float(p.threshold)
+    log.info("out-of-fold ROC AUC %.4f ± %.4f; threshold %s (%s)", np.mean(per_fold),
+             np.std(per_fold), threshold, "most net value" if p.threshold == "auto"
+             else "params")  # fmt: skip
+    summary.update(
+        model=model,
+        settings=settings.model_dump(),
+        calibration=p.calibration,
+        cv={
+            "roc_auc": per_fold,
+            "roc_auc_mean": float(np.mean(per_fold)),
+            "roc_auc_std": float(np.std(per_fold)),
+        },
+        threshold={
+            "mode": "auto" if p.threshold == "auto" else "fixed",
+            "value": threshold,
+            "basis": "out-of-fold calibrated probabilities on the training split",
+            "value_of_a_saved_user": value_basis(names, params.decision),
+            "net_value_per_user": realised_value(
+                ys.to_numpy(), probability >= threshold, values, params.decision
+            )
+            / len(ys),
+        },
+    )
+    contract = feature_contract(spec, train, model, threshold, tuple(capped))
+    contract["calibration"] = p.calibration
+    return Trained(pipeline, contract, round_floats(summary, 6))
 
 
-def model_params(params: Params) -> dict[str, object]:
-    """Flat params for MLflow: the chosen estimator's hyper-parameters and the data pins."""
-    chosen = getattr(params.train, params.train.model).model_dump()
+def model_params(params: Params, summary: dict) -> dict[str, object]:
+    """Flat params for MLflow: the fitted estimator's hyper-parameters and the data pins."""
     return {
-        "model": params.train.model,
+        "model": summary["model"],
+        "model_param": params.train.model,
         "class_weight": params.train.class_weight,
-        "threshold": params.train.threshold,
+        "calibration": params.train.calibration,
+        "threshold": summary["threshold"]["value"],
+        "threshold_param": params.train.threshold,
         "as_of": params.as_of,
         "random_state": params.random_state,
         "test_size": params.prepare.test_size,
-        **{f"{params.train.model}.{k}": v for k, v in chosen.items()},
+        **{f"{summary['model']}.{k}": v for k, v in summary["settings"].items()},
     }
+
+
+def child_runs(summary: dict) -> list[dict]:
+    """One MLflow child run per candidate of the auto search."""
+    rows = (summary.get("search") or {}).get("candidates", [])
+    return [
+        {
+            "name": row["label"],
+            "params": {"model": row["model"], **{f"{row['model']}.{k}": v
+                                                 for k, v in row["settings"].items()}},
+            "metrics": {"roc_auc_cv_mean": row["roc_auc_cv_mean"],
+                        "roc_auc_cv_std": row["roc_auc_cv_std"]},
+        }
+        for row in rows
+    ]  # fmt: skip
 
 
 def run(
@@ -113,9 +178,8 @@ def run(
         raise ChurnError(f"{prepared_dir}: prepared data not found; run `churn prepare` first")
     spec = read_json(spec_path)
     train = pd.read_parquet(train_path)
-    log.info(
-        "fitting %s on %d rows x %d features", params.train.model, len(train), len(spec["features"])
-    )
+    log.info("training on %d rows x %d features (train.model: %s)", len(train),
+             len(spec["features"]), params.train.model)  # fmt: skip
     trained = fit(train, spec, params)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +187,7 @@ def run(
     contract_path = out_dir / CONTRACT_FILE
     modelfile.save(trained.model, model_path)
     write_json(contract_path, trained.contract)
+    write_json(out_dir / SUMMARY_FILE, trained.summary)
     model_sha = sha256_file(model_path)
     log.info("wrote %s (sha256 %s…)", model_path, model_sha[:12])
 
@@ -133,16 +198,17 @@ def run(
             "as_of": spec["as_of"],
             "data_sha256": sha256_file(train_path),
             tracking.MODEL_SHA_TAG: model_sha,
-            "model": params.train.model,
+            "model": trained.summary["model"],
         }
         names = feature_names(spec)
         run_id = tracking.log_training_run(
             experiment=params.mlflow.experiment,
             model=trained.model,
-            params=model_params(params),
+            params=model_params(params, trained.summary),
             tags=tags,
             example=train[names].head(100),
-            artifacts=[contract_path, model_path],  # the exact bytes promote and serving use
+            artifacts=[contract_path, model_path, out_dir / SUMMARY_FILE],  # the exact bytes
+            children=child_runs(trained.summary),
         )
         log.info("logged MLflow run %s to %s", run_id, tracking.tracking_uri())
     return trained

@@ -114,3 +114,33 @@ def test_exp_apply_brings_params_and_metrics_and_promote_then_decides(repo, grid
     assert len(history) == len(before["history.jsonl"].splitlines()) + 1
     assert json.loads(history[-1])["action"] == decision["decision"]
     sh(repo, str(BIN / "churn"), "registry", "verify")
+
+
+def test_exp_run_with_the_auto_model_and_a_fixed_threshold(repo):
+    """`-S train.model=auto`: the search's candidates become MLflow child runs of the
+    experiment's run; `-S train.threshold=0.4` replaces the money-chosen threshold."""
+    before = registry_state(repo)
+    dvc(repo, "exp", "run", "-n", "auto-model", "-S", "train.model=auto")
+    training = json.loads((repo / "models/training.json").read_text())
+    assert training["search"]["winner"] and len(training["search"]["candidates"]) >= 5
+    runs = mlflow_runs(repo)
+    children = [r for r in runs.values() if r["tags"].get("mlflow.parentRunId")
+                and "roc_auc_cv_mean" in r["metrics"]]  # fmt: skip
+    parent = runs["auto-model"]
+    assert len(children) == len(training["search"]["candidates"])
+    assert {c["tags"]["mlflow.parentRunId"] for c in children} <= {
+        uuid for uuid in _run_ids(repo, "auto-model")
+    }
+    assert parent["tags"]["model"] == training["model"]
+    dvc(repo, "exp", "run", "-n", "fixed-threshold", "-S", "train.threshold=0.4")
+    contract = json.loads((repo / "models/feature_contract.json").read_text())
+    assert contract["threshold"] == 0.4
+    assert json.loads((repo / "reports/evaluation.json").read_text())["threshold"] == 0.4
+    assert registry_state(repo) == before  # experiments never move the champion
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "-f")
+
+
+def _run_ids(repo: Path, name: str) -> set[str]:
+    with sqlite3.connect(repo / "mlflow" / "mlflow.db") as db:
+        return {row[0] for row in db.execute("select run_uuid from runs where name = ?", (name,))}

@@ -14,7 +14,9 @@ from churn.cli import app
 from churn.errors import ChurnError
 from churn.params import GateRule, parse_params
 
-GOOD = {"roc_auc": 0.90, "pr_auc": 0.70, "recall_at_top_10pct": 0.30, "brier": 0.12}
+GOOD = {"roc_auc": 0.90, "pr_auc": 0.70, "recall_at_top_10pct": 0.30, "brier": 0.12,
+        "ece": 0.02, "roc_auc_cv_mean": 0.89, "roc_auc_cv_std": 0.01,
+        "oot": {"as_of": "2024-02-29", "roc_auc": 0.88, "ece": 0.03}}  # fmt: skip
 
 
 def params(**gate_metrics):
@@ -132,6 +134,25 @@ def test_cli_exit_codes_and_markdown(tmp_path, monkeypatch):
     bad = runner.invoke(app, ["gate", "--metrics", "worse.json", "--baseline", "base.json"])
     assert bad.exit_code == 1
     assert "metrics gate FAILED against `base.json`: pr_auc" in bad.output
-    assert "1 of 4 metrics failed: pr_auc" in bad.output
+    assert "1 of 9 metrics failed: pr_auc" in bad.output
     both = runner.invoke(app, ["gate", "--baseline", "base.json", "--rev", "main"])
     assert both.exit_code == 1 and "not both" in both.output
+
+
+def test_calibration_cv_and_next_month_are_gated():
+    checks = verdicts({**GOOD, "ece": 0.07})
+    assert checks["ece"].verdict == "fail" and "ceiling 0.05" in checks["ece"].reason
+    worse = {**GOOD, "roc_auc_cv_mean": 0.85, "oot": {**GOOD["oot"], "roc_auc": 0.80}}
+    checks = verdicts(worse, GOOD)
+    assert checks["roc_auc_cv_mean"].verdict == "fail"
+    assert checks["oot.roc_auc"].verdict == "fail"  # nested keys, as dvc metrics show names them
+    assert checks["oot.roc_auc"].baseline == 0.88
+    assert verdicts({**GOOD, "oot": {**GOOD["oot"], "ece": 0.2}})["oot.ece"].verdict == "fail"
+
+
+def test_next_month_metrics_are_optional_but_the_calibration_ones_are_not():
+    without = {k: v for k, v in GOOD.items() if k != "oot"}
+    checks = verdicts(without, GOOD)
+    assert checks["oot.roc_auc"].verdict == "pass" and "absent" in checks["oot.roc_auc"].reason
+    no_ece = {k: v for k, v in GOOD.items() if k != "ece"}
+    assert verdicts(no_ece)["ece"].verdict == "fail"

@@ -112,3 +112,15 @@ def test_sanity_gates():
 def test_a_model_rolled_back_from_is_not_promoted_again():
     gates, _ = run(rolled_back={"sha-new"})
     assert gates["not_rolled_back"]["verdict"] == "fail"
+
+
+def test_calibration_gate_fails_inflated_probabilities():
+    """Scores 0.35 above the truth (what class weighting did) fail the ECE ceiling; the
+    calibrated ones pass. The ceiling is never below promote.max_ece."""
+    gates, _ = run()
+    assert gates["calibration_ece"]["verdict"] == "pass"
+    assert gates["calibration_ece"]["threshold"] >= 0.05
+    inflated = Fake(lambda x: np.clip(x + 0.35, 0, 1))
+    gates, _ = run(model=inflated)
+    assert gates["calibration_ece"]["verdict"] == "fail", gates["calibration_ece"]
+    assert gates["calibration_ece"]["value"] > 0.2

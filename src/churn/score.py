@@ -1,0 +1,174 @@
+"""score: the champion scores every user of the newest snapshot — whom to call this month.
+
+Writes data/scored/<as_of>.parquet (id, calibrated probability, decision, expected value
+of an offer, rank, decile) and reports/scoring.json (counts, expected churners, expected
+value of the campaign) plus a gains table for `dvc plots` (actual churners found when the
+month has labels, expected ones always). The champion is the one of this lineage's
+registry/<name>/champion.json, loaded from the content store with its sha256 checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn import modelfile, registry
+from churn.decision import customer_values, expected_gain, value_basis
+from churn.errors import ChurnError
+from churn.evaluate import REPORTS_DIR, lift_table
+from churn.io import read_json, require, round_floats, write_json, write_parquet
+from churn.model import feature_names
+from churn.params import DecisionParams, Params
+from churn.prepare import PREPARED_DIR
+
+log = logging.getLogger("churn.score")
+
+SCORED_DIR = Path("data/scored")
+COLUMNS = ("churn_probability", "churn", "expected_value", "rank", "decile")
+
+
+@dataclass(frozen=True)
+class Scored:
+    table: pd.DataFrame  # one row per user, best first
+    report: dict
+    gains: list[dict]
+
+
+def score_users(
+    model: Any,
+    contract: dict,
+    online: pd.DataFrame,
+    id_column: str,
+    p: DecisionParams,
+    labels: pd.Series | None = None,
+) -> Scored:
+    """Pure: every user's calibrated probability, decision and expected value, ranked."""
+    names = feature_names({"features": contract["features"]})
+    lacking = [n for n in names if n not in online.columns]
+    if lacking:
+        raise ChurnError(f"the champion needs features the newest snapshot lacks: {lacking[:5]}")
+    threshold = float(contract["threshold"])
+    probability = model.predict_proba(online[names])[:, 1]
+    gain = expected_gain(probability, customer_values(online, p), p)
+    # rank by probability, ties by id (the online table is sorted by id): stable everywhere
+    order = np.argsort(-probability, kind="stable")
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(1, len(order) + 1)
+    table = pd.DataFrame(
+        {
+            id_column: online[id_column].to_numpy(),
+            "churn_probability": np.round(probability, 6),
+            "churn": probability >= threshold,
+            "expected_value": np.round(gain, 4),
+            "rank": rank,
+            "decile": np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10),
+        }
+    )
+    table = table.iloc[order].reset_index(drop=True)
+    contacted = table["churn"].to_numpy()
+    report = {
+        "users": len(table),
+        "threshold": threshold,
+        "contacted": int(contacted.sum()),
+        "expected_churners": float(probability.sum()),
+        "expected_churners_contacted": float(probability[probability >= threshold].sum()),
+        "expected_value_of_campaign": float(table["expected_value"][contacted].sum()),
+        "value_of_a_saved_user": value_basis(list(online.columns), p),
+        "offer_cost": p.offer_cost,
+        "save_rate": p.save_rate,
+    }
+    gains = expected_gains(probability)
+    if labels is not None:
+        y = labels.reindex(online[id_column]).astype(float).to_numpy()
+        known = ~np.isnan(y)
+        actual = lift_table(y[known].astype(int), probability[known])
+        for row, real in zip(gains, actual, strict=False):
+            row["actual_found_share"] = real["churners_found_share"]
+            row["actual_churn_rate"] = real["churn_rate"]
+            row["lift"] = real["lift"]
+        report["labels"] = {"users": int(known.sum()), "churners": int(y[known].sum())}
+    return Scored(table, round_floats(report, 4), gains)
+
+
+def expected_gains(probability: np.ndarray, bins: int = 10) -> list[dict]:
+    """Deciles by probability: the share of the expected churners (sum of probabilities)
+    that calling down to each decile reaches."""
+    order = np.argsort(-probability, kind="stable")
+    total = float(probability.sum()) or 1.0
+    rows, found, seen = [], 0.0, 0
+    for k, chunk in enumerate(np.array_split(order, min(bins, max(len(order), 1))), 1):
+        found, seen = found + float(probability[chunk].sum()), seen + len(chunk)
+        rows.append({"decile": k, "contacted_share": round(seen / max(len(order), 1), 4),
+                     "expected_found_share": round(found / total, 6)})  # fmt: skip
+    return rows
+
+
+def run(
+    params: Params,
+    prepared_dir: Path = PREPARED_DIR,
+    reports_dir: Path = REPORTS_DIR,
+    scored_dir: Path = SCORED_DIR,
+    registry_dir: Path | None = None,
+) -> Scored | None:
+    name = params.promote.model_name
+    registry_dir = registry_dir or registry.lineage_dir(name)
+    require(prepared_dir / "online_features.parquet", prepared_dir / "features.json")
+    spec = read_json(prepared_dir / "features.json")
+    as_of = spec["online_as_of"]
+    champion = registry.read_champion(registry_dir)
+    shutil.rmtree(scored_dir, ignore_errors=True)
+    scored_dir.mkdir(parents=True)
+    if champion is None:
+        # a lineage whose first candidate failed a gate: nothing to score, said plainly
+        reason = f"lineage '{name}' has no champion yet (see reports/promotion.md)"
+        log.warning("nothing scored: %s", reason)
+        write_json(reports_dir / "scoring.json", {"as_of": as_of, "champion": None,
+                                                  "reason": reason})  # fmt: skip
+        write_json(reports_dir / "scoring_gains.json", {"gains": []})
+        return None
+    model = modelfile.load(registry.verified_artifact(champion))
+    contract = read_json(registry.contract_file(champion))
+    online = pd.read_parquet(prepared_dir / "online_features.parquet")
+    labels_path = prepared_dir / "online_labels.parquet"
+    labels = None
+    if labels_path.exists():
+        frame = pd.read_parquet(labels_path)
+        if len(frame):
+            labels = frame.set_index(spec["id"])[spec["label"]].astype(int)
+    log.info("scoring %d users of %s with %s version %s", len(online), as_of, name,
+             champion["version"])  # fmt: skip
+    scored = score_users(model, contract, online, spec["id"], params.decision, labels)
+    report = {
+        "as_of": as_of,
+        "champion": {
+            "model_name": name,
+            "version": champion["version"],
+            "sha256": champion["sha256"],
+        },
+        **scored.report,
+        "file": f"{scored_dir.as_posix()}/{as_of}.parquet",
+    }
+    write_parquet(scored.table, scored_dir / f"{as_of}.parquet")
+    write_json(reports_dir / "scoring.json", report)
+    write_json(reports_dir / "scoring_gains.json", {"gains": scored.gains}, digits=4)
+    log.info("%d of %d users over the threshold %s; %.0f expected churners; campaign worth "
+             "%.0f", report["contacted"], report["users"], report["threshold"],
+             report["expected_churners"], report["expected_value_of_campaign"])  # fmt: skip
+    return scored
+
+
+def call_list(scored_dir: Path, as_of: str | None, top: int) -> pd.DataFrame:
+    """The `top` users most likely to churn, from the newest (or the named) scored file."""
+    files = sorted(scored_dir.glob("*.parquet"))
+    if as_of is not None:
+        files = [f for f in files if f.stem == as_of]
+    if not files:
+        raise ChurnError(f"{scored_dir}: no scored snapshot{f' for {as_of}' if as_of else ''}; "
+                         "run `dvc repro` (or `churn score`) first")  # fmt: skip
+    return pd.read_parquet(files[-1]).head(top)
