@@ -207,16 +207,17 @@ def out_of_fold(
     map of `fitted` (itself learnt on out-of-fold scores), so the probabilities are what
     the served model would have said of users it never saw.
     """
-    estimator = base.named_steps["model"]
-    method = "decision_function" if hasattr(estimator, "decision_function") else "predict_proba"
+    final = fitted.named_steps["model"]
+    is_calibrated = hasattr(final, "calibrated_classifiers_")
+    # the scores the calibration map was learnt on: decision_function where there is one
+    method = ("decision_function" if is_calibrated and hasattr(base.named_steps["model"],
+              "decision_function") else "predict_proba")  # fmt: skip
     splits = list(folds(p, random_state).split(x, y))
     raw = cross_val_predict(base, x, y, cv=splits, method=method)
     raw = raw[:, 1] if raw.ndim == 2 else raw
-    final = fitted.named_steps["model"]
-    if hasattr(final, "calibrated_classifiers_"):
-        probability = final.calibrated_classifiers_[0].calibrators[0].predict(raw)
-    else:
-        probability = raw
+    probability = (
+        final.calibrated_classifiers_[0].calibrators[0].predict(raw) if is_calibrated else raw
+    )
     probability = np.clip(np.asarray(probability, dtype=float), 0.0, 1.0)
     labels = y.to_numpy()
     per_fold = [float(roc_auc_score(labels[test], probability[test])) for _, test in splits]

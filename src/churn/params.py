@@ -111,7 +111,7 @@ class LogisticRegressionParams(_Frozen):
 
 class TrainParams(_Frozen):
     model: Literal["hist_gb", "random_forest", "logistic_regression", "auto"] = Field(
-        "hist_gb", description="an estimator, or auto: the best of a seeded CV search"
+        "auto", description="an estimator, or auto: the best of a seeded CV search"
     )
     class_weight: Literal["balanced", "none"] = "balanced"
     calibration: Literal["sigmoid", "isotonic", "none"] = Field(
@@ -119,7 +119,7 @@ class TrainParams(_Frozen):
     )
     cv_folds: int = Field(5, ge=2, le=20, description="stratified folds (calibration, CV, auto)")
     cv_max_rows: int = Field(
-        200_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
+        50_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
     )
     threshold: float | Literal["auto"] = Field(
         "auto", description="churn decision threshold, or auto: the most net value (decision)"

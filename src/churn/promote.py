@@ -305,11 +305,15 @@ def run(
     return report
 
 
-def _register(params: Params, candidate: Candidate, models_dir: Path) -> tuple[str, str | None]:
-    """Store the bytes and find or register their version; the version and the MLflow run."""
+def _register(
+    params: Params, candidate: Candidate, models_dir: Path, at_least: int
+) -> tuple[str, str | None]:
+    """Store the bytes and find or register their version (numbered `at_least` or higher);
+    the version and the MLflow run."""
     registry.store_artifacts(models_dir / MODEL_FILE, models_dir / CONTRACT_FILE)
     run_id = tracking.find_run_by_model_sha(params.mlflow.experiment, candidate.sha256)
-    version = registry.version_for_sha(params.promote.model_name, candidate.sha256, run_id)
+    version = registry.version_for_sha(params.promote.model_name, candidate.sha256, run_id,
+                                       at_least)  # fmt: skip
     return version, run_id
 
 
@@ -319,7 +323,8 @@ def _restore(
     """A fresh clone rebuilt the champion's bytes: put them back in the local registry."""
     name = params.promote.model_name
     with registry.locked(registry_dir):
-        version, run_id = _register(params, candidate, models_dir)
+        # the committed number: a clone's fresh store would otherwise call version 2 "1"
+        version, run_id = _register(params, candidate, models_dir, int(champion["version"]))
         if tracking.alias_version(name, registry.CHAMPION) != version:
             tracking.set_alias(name, registry.CHAMPION, version)
             log.info("restored the champion into the local MLflow registry as version %s", version)
@@ -345,7 +350,8 @@ def _apply(
         now_champion = registry.read_champion(registry_dir)
         if (now_champion or {}).get("sha256") != (champion or {}).get("sha256"):
             raise ChurnError("the champion changed while promote was deciding; run it again")
-        version, run_id = _register(params, candidate, models_dir)
+        version, run_id = _register(params, candidate, models_dir,
+                                    registry.next_version(registry_dir))  # fmt: skip
         record = {
             "model_name": name,
             "version_before": None if champion is None else champion["version"],

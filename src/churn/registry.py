@@ -325,8 +325,9 @@ def entry_for(
     }
 
 
-def version_for_sha(name: str, sha256: str, run_id: str | None) -> str:
-    """The local registry version holding this sha256, registering it from run_id if needed."""
+def version_for_sha(name: str, sha256: str, run_id: str | None, at_least: int = 1) -> str:
+    """The local registry version holding this sha256, registering it from run_id if needed
+    (numbered `at_least` or higher, so a clone's store keeps the lineage's numbers)."""
     version = tracking.find_version_by_sha(name, sha256)
     if version is not None:
         return version
@@ -334,7 +335,21 @@ def version_for_sha(name: str, sha256: str, run_id: str | None) -> str:
         raise ChurnError(
             f"no MLflow run holds model sha256 {sha256[:12]}…; run `churn train` first"
         )
-    return tracking.register_version(name, run_id, {tracking.MODEL_SHA_TAG: sha256})
+    return tracking.register_version(name, run_id, {tracking.MODEL_SHA_TAG: sha256}, at_least)
+
+
+def next_version(root: Path) -> int:
+    """One above every version number this lineage's files have recorded."""
+    seen = [0]
+    champion = read_champion(root)
+    if champion is not None:
+        seen.append(int(champion["version"]))
+    for record in read_history(root):
+        for key in ("version", "version_before", "version_after", "challenger"):
+            value = record.get(key)
+            if isinstance(value, str | int) and str(value).isdigit():
+                seen.append(int(value))
+    return max(seen) + 1
 
 
 def move_champion(entry: dict[str, Any], record: dict[str, Any], root: Path = REGISTRY_DIR) -> None:

@@ -180,16 +180,32 @@ def find_version_by_sha(name: str, sha256: str) -> str | None:
     return str(max(int(v.version) for v in matching))
 
 
-def register_version(name: str, run_id: str, tags: dict[str, str]) -> str:
-    """Register the run's logged model as a new version; return it.
+def register_version(name: str, run_id: str, tags: dict[str, str], at_least: int = 1) -> str:
+    """Register the run's logged model as a new version, numbered `at_least` or higher;
+    return it.
 
-    MLflow 3 keeps a logged model outside the run's artifacts: registering its models:/m-…
-    URI (tagged on the run by train) avoids MLflow's "no artifacts at artifact path" detour
-    through runs:/, and `models:/<name>@champion` loads (e.g. with `mlflow models serve`).
+    MLflow numbers versions per store (the next is the highest + 1), while the lineage's
+    numbers live in git (registry/<name>/): a clone's fresh store would call the committed
+    version 2 "1". Placeholder versions, deleted right after, lift the number to the
+    lineage's. MLflow 3 keeps a logged model outside the run's artifacts: registering its
+    models:/m-… URI (tagged on the run by train) avoids MLflow's "no artifacts at artifact
+    path" detour through runs:/, and `models:/<name>@champion` loads.
     """
     mlflow = _client()
-    source = mlflow.MlflowClient().get_run(run_id).data.tags.get(LOGGED_MODEL_TAG)
-    version = mlflow.register_model(source or f"runs:/{run_id}/model", name, tags=tags)
+    client = mlflow.MlflowClient()
+    source = client.get_run(run_id).data.tags.get(LOGGED_MODEL_TAG) or f"runs:/{run_id}/model"
+    try:
+        highest = max((int(v.version) for v in client.search_model_versions(f"name = '{name}'")),
+                      default=0)  # fmt: skip
+    except Exception:  # the registered model does not exist yet
+        highest = 0
+    placeholders = []
+    for _ in range(highest + 1, at_least):
+        held = mlflow.register_model(source, name, tags={"placeholder": "numbering"})
+        placeholders.append(str(held.version))
+    version = mlflow.register_model(source, name, tags=tags)
+    for held in placeholders:
+        client.delete_model_version(name, held)
     return str(version.version)
 
 

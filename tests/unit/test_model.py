@@ -65,3 +65,22 @@ def test_feature_contract_records_kinds_ranges_and_categories():
     assert by_name["hours"]["min"] == pytest.approx(frame["hours"].min())
     assert by_name["constant"]["constant"] is True
     assert contract["threshold"] == 0.5 and contract["as_of"] == "2024-01-31"
+
+
+@pytest.mark.parametrize("model", ["hist_gb", "logistic_regression"])
+def test_out_of_fold_probabilities_rank_alike_with_and_without_calibration(model):
+    """Uncalibrated out-of-fold scores are predict_proba (decision values clipped to [0, 1]
+    once lost their ranking); calibrated ones go through the fitted sigmoid map."""
+    from churn.model import out_of_fold
+
+    frame = quirky_frame(600, seed=2)
+    x, y = frame.drop(columns="churn_label"), frame["churn_label"]
+    aucs = {}
+    for calibration in ("none", "sigmoid"):
+        p = TrainParams(model=model, calibration=calibration, class_weight="balanced")
+        fitted = fit_pipeline(build_pipeline(SPEC, p, 0), x, y)
+        base = build_pipeline(SPEC, p, 0, calibrate=False)
+        probability, per_fold = out_of_fold(fitted, base, x, y, p, 0)
+        assert len(per_fold) == p.cv_folds and ((probability >= 0) & (probability <= 1)).all()
+        aucs[calibration] = np.mean(per_fold)
+    assert aucs["none"] > 0.8 and abs(aucs["none"] - aucs["sigmoid"]) < 0.02, aucs
