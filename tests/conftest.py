@@ -21,8 +21,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def small_params(**overrides: object) -> Params:
-    """Default params with a small synthetic source; overrides are dotted keys."""
-    raw: dict = {"ingest": {"synthetic": {"n_users": 400, "n_months": 2}}}
+    """Default params with a small synthetic source and train.model pinned to hist_gb
+    (tests vary train.hist_gb.* to get a weaker model); overrides are dotted keys."""
+    raw: dict = {"ingest": {"synthetic": {"n_users": 400, "n_months": 2}},
+                 "train": {"model": "hist_gb"}}  # fmt: skip
     for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")

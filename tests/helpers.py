@@ -63,14 +63,18 @@ def set_param(repo: Path, dotted: str, value: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(repo: Path, n_users: int, n_months: int) -> Path:
-    """A git + DVC repo with this project's pipeline and code, on small synthetic data."""
+def make_repo(repo: Path, n_users: int, n_months: int, model: str = "hist_gb") -> Path:
+    """A git + DVC repo with this project's pipeline and code, on small synthetic data.
+
+    `model` pins train.model: the promotion tests make a weaker or stronger candidate by
+    changing train.hist_gb.*, which the shipped `auto` search might not pick."""
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO_ROOT / name, repo / name)
     shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO_ROOT / "data" / "external", repo / "data" / "external")
     set_param(repo, "ingest.synthetic.n_users", n_users)
     set_param(repo, "ingest.synthetic.n_months", n_months)
+    set_param(repo, "train.model", model)
     sh(repo, "git", "init", "-q")
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")

@@ -3,7 +3,8 @@
 Per single-row call a ColumnTransformer costs milliseconds (pandas indexing, validation,
 joblib dispatch) while the estimator on a numpy row costs well under one. This module
 reads the fitted preprocessing parameters once (imputer medians, missing indicators,
-scaler, one-hot categories, dropped constant columns) and applies them with numpy.
+scaler, one-hot categories, dropped constant columns) and applies them with numpy; a
+calibrated estimator is called through its model and calibration map directly.
 `compile_pipeline` checks the result equals `Pipeline.predict_proba` on sample rows and
 refuses (returns None) for a Pipeline shape it does not know, so callers fall back.
 """
@@ -68,6 +69,34 @@ class CompiledModel:
         return self.estimator.predict_proba(rows)[:, 1]
 
 
+class CalibratedScores:
+    """`CalibratedClassifierCV(ensemble=False).predict_proba` without its per-call overhead
+    (~0.4 ms a row: response-method lookup, label encoding): the one calibrated model's
+    scores through its calibration map, the same arithmetic in the same order."""
+
+    def __init__(self, calibrated: Any) -> None:
+        (inner,) = calibrated.calibrated_classifiers_
+        if inner.method not in ("sigmoid", "isotonic") or len(calibrated.classes_) != 2:
+            raise ValueError("unknown calibration")
+        self.estimator = inner.estimator
+        self.calibrator = inner.calibrators[0]
+        self.method = ("decision_function" if hasattr(self.estimator, "decision_function")
+                       else "predict_proba")  # fmt: skip
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        scores = getattr(self.estimator, self.method)(rows)
+        scores = scores[:, 1] if scores.ndim == 2 else scores
+        positive = self.calibrator.predict(scores)
+        positive[(positive > 1.0) & (positive <= 1.0 + 1e-5)] = 1.0
+        return np.column_stack([1.0 - positive, positive])
+
+
+def _final_estimator(estimator: Any) -> Any:
+    if hasattr(estimator, "calibrated_classifiers_"):
+        return CalibratedScores(estimator)
+    return estimator
+
+
 def _extract(pipeline: Any) -> CompiledModel:
     pre = pipeline.named_steps["preprocess"]
     by_name = {name: (tr, cols) for name, tr, cols in pre.transformers_ if name != "remainder"}
@@ -109,7 +138,7 @@ def _extract(pipeline: Any) -> CompiledModel:
         widths=tuple(widths),
         defaults=tuple(defaults),
         support=pipeline.named_steps["drop_constant"].get_support(),
-        estimator=pipeline.named_steps["model"],
+        estimator=_final_estimator(pipeline.named_steps["model"]),
     )
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_train_run_is_logged_and_evaluate_adds_metrics(workdir: Path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
-    params = small_params(**{"ingest.synthetic.n_users": 600, "mlflow.experiment": "t"})
+    params = small_params(**{"ingest.synthetic.n_users": 600, "mlflow.experiment": "t",
+                             "train.model": "auto"})  # fmt: skip
     ingest.run(params)
     prepare.run(params)
     train.run(params)

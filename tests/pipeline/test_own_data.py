@@ -45,7 +45,7 @@ def telecom_csv(n: int = 1200, seed: int = 7) -> pd.DataFrame:
 
 def test_a_csv_of_your_own_becomes_version_1_of_its_lineage_and_is_served(tmp_path):
     (tmp_path / "repo").mkdir()
-    repo = make_repo(tmp_path / "repo", n_users=500, n_months=2)
+    repo = make_repo(tmp_path / "repo", n_users=500, n_months=2, model="auto")  # as shipped
     dvc(repo, "repro")  # the StreamFlow lineage, as a clone of this repo has it
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "streamflow")

@@ -11,7 +11,8 @@ def test_defaults_parse_and_pin_the_snapshot():
     assert params.as_of == "2024-01-31"
     assert params.ingest.source == "synthetic"
     assert params.ingest.synthetic.n_users == 7043
-    assert params.train.model == "hist_gb"
+    assert params.train.model == "auto" and params.train.threshold == "auto"
+    assert params.train.calibration == "sigmoid"
 
 
 def test_yaml_date_is_accepted_as_iso_string():
