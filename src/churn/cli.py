@@ -282,7 +282,8 @@ def gate(
     """Fail (exit 1) when a metric is missing, breaks its floor or regresses too far.
 
     Rules per metric live under `gate.metrics` in params.yaml (tolerance, relative,
-    min, max); roc_auc and pr_auc take their floors from promote.min_*.
+    min, max, optional); roc_auc and pr_auc take their floors from promote.min_*. An ECE
+    ceiling rises to twice the noise floor of a small test split (evaluation.json).
     """
     from churn import gate as stage_module
     from churn.params import load_params
@@ -298,7 +299,8 @@ def gate(
         if before is None:
             typer.echo(f"note: {metrics} does not exist at {rev}; checking limits only", err=True)
             name = None
-    checks = stage_module.run_gate(load_params(params), current, before, str(metrics), str(name))
+    checks = stage_module.run_gate(load_params(params), current, before, str(metrics), str(name),
+                                   stage_module.noise_floors(metrics))  # fmt: skip
     typer.echo(stage_module.render(checks, name, markdown=md), nl=False)
     failed = [c.metric for c in checks if c.verdict == stage_module.FAIL]
     if failed:

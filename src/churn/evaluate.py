@@ -243,7 +243,7 @@ def run(
     if "search" in summary:
         details["auto_winner"] = summary["search"]["winner"]
     if oot is not None:
-        details["oot"] = {k: v for k, v in oot_metrics.items() if k not in ("n_train",)}
+        details["oot"] = {k: v for k, v in oot_metrics.items() if k != "n_train"}
     write_json(reports_dir / "evaluation.json", details)
     for name, rows in curves(y, scores).items():
         write_json(plots_dir / f"{name}.json", {name: rows}, digits=4)

@@ -55,7 +55,9 @@ def test_dvc_metrics_show_prints_test_cv_and_next_month_numbers(repo):
     assert max(len(line) for line in shown.splitlines()) <= 200, shown
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert metrics["oot"]["as_of"] == "2024-02-29"  # the month after as_of has labels
-    assert 0 < metrics["roc_auc_cv_std"] < 0.1 and metrics["ece"] <= 0.1
+    evaluation = json.loads((repo / "reports/evaluation.json").read_text())
+    assert 0 < metrics["roc_auc_cv_std"] < 0.1
+    assert metrics["ece"] <= max(0.05, 2 * evaluation["ece_noise_floor"]), evaluation
     dvc(repo, "plots", "show")  # writes dvc_plots/: git-ignored, the tree stays clean
     assert (repo / "dvc_plots" / "index.html").is_file()
     assert sh(repo, "git", "status", "--porcelain").stdout == ""

@@ -156,3 +156,16 @@ def test_next_month_metrics_are_optional_but_the_calibration_ones_are_not():
     assert checks["oot.roc_auc"].verdict == "pass" and "absent" in checks["oot.roc_auc"].reason
     no_ece = {k: v for k, v in GOOD.items() if k != "ece"}
     assert verdicts(no_ece)["ece"].verdict == "fail"
+
+
+def test_the_ece_ceiling_rises_to_twice_the_noise_floor_of_a_small_split(tmp_path):
+    (tmp_path / "evaluation.json").write_text(json.dumps({"ece_noise_floor": 0.04}))
+    floors = gate.noise_floors(tmp_path / "metrics.json")
+    assert floors == {"ece": 0.04}
+    small = {**GOOD, "ece": 0.07}
+    checks = {c.metric: c for c in gate.run_gate(params(), small, None, noise=floors)}
+    assert checks["ece"].verdict == "pass" and checks["ece"].limit == "≤ 0.08"
+    checks = {c.metric: c for c in gate.run_gate(params(), {**GOOD, "ece": 0.09}, None,
+                                                 noise=floors)}  # fmt: skip
+    assert checks["ece"].verdict == "fail"
+    assert gate.noise_floors(tmp_path / "elsewhere" / "metrics.json") == {}
