@@ -82,9 +82,14 @@ def wrk(url: str, body: dict, connections: int, seconds: int) -> dict:
     script.write_text(f'wrk.method = "POST"\nwrk.body = "{payload}"\n'
                       'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
     threads = min(2, connections)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "--timeout", "10s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    done = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+                           "--latency", "--timeout", "10s", "-s", str(script), url],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(
+            f"wrk failed ({done.returncode}) on {url}: {done.stdout[-500:]} {done.stderr[-500:]}"
+        )
+    out = done.stdout
     script.unlink()
 
     def latency(pct: str) -> float:

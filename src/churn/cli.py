@@ -111,17 +111,22 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print version")
     ] = False,
 ) -> None:
-    """Pipeline stages (ingest → prepare → train → evaluate) run from the repo root."""
+    """Pipeline stages (ingest → prepare → train → evaluate → drift → promote → score) run
+    from the repo root."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    import signal
+    if ctx.invoked_subcommand != "serve":
+        import signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `churn registry show | head` ends quietly
+        # `churn registry show | head` ends quietly. Never in the server: there SIGPIPE's
+        # default action would kill the process whenever a client hangs up mid-answer.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _setup_logging(verbose)
 
 

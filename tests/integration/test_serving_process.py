@@ -157,3 +157,22 @@ def test_two_workers_one_reload_every_answer_from_the_new_version(repo):
         live = [line for line in text.splitlines()
                 if line.startswith("churn_model_info{") and line.endswith(" 1.0")]  # fmt: skip
         assert len(live) == 2 and all(f'version="{other}"' in line for line in live), live
+
+
+def test_clients_that_hang_up_mid_answer_do_not_kill_the_server(server):
+    """`churn` set SIGPIPE to its default action (quiet `| head`), which also applied to
+    `churn serve`: a client closing its socket while answers were still being written
+    killed the process without a word (seen at the end of a wrk run at concurrency 64;
+    the old code died on the first of these hang-ups)."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    pipelined = f"GET /openapi.json HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() * 50
+    for _ in range(20):  # bounded: 20 clients that ask for 50 answers and hang up
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(pipelined)
+        time.sleep(0.05)
+    time.sleep(1)
+    assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+    answer = httpx.post(f"{server}/predict", json={"user_id": "SF-0000001"}, timeout=5)
+    assert answer.status_code == 200

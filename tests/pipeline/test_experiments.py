@@ -120,7 +120,9 @@ def test_exp_run_with_the_auto_model_and_a_fixed_threshold(repo):
     """`-S train.model=auto`: the search's candidates become MLflow child runs of the
     experiment's run; `-S train.threshold=0.4` replaces the money-chosen threshold."""
     before = registry_state(repo)
-    dvc(repo, "exp", "run", "-n", "auto-model", "-S", "train.model=auto")
+    dvc(repo, "exp", "run", "-n", "auto-model", "-S", "train.model=auto", "-S",
+        "train.threshold=auto")  # fmt: skip
+    assert training_threshold_mode(repo) == "auto"
     training = json.loads((repo / "models/training.json").read_text())
     assert training["search"]["winner"] and len(training["search"]["candidates"]) >= 5
     runs = mlflow_runs(repo)
@@ -134,11 +136,15 @@ def test_exp_run_with_the_auto_model_and_a_fixed_threshold(repo):
     assert parent["tags"]["model"] == training["model"]
     dvc(repo, "exp", "run", "-n", "fixed-threshold", "-S", "train.threshold=0.4")
     contract = json.loads((repo / "models/feature_contract.json").read_text())
-    assert contract["threshold"] == 0.4
+    assert contract["threshold"] == 0.4 and training_threshold_mode(repo) == "fixed"
     assert json.loads((repo / "reports/evaluation.json").read_text())["threshold"] == 0.4
     assert registry_state(repo) == before  # experiments never move the champion
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "-f")
+
+
+def training_threshold_mode(repo: Path) -> str:
+    return json.loads((repo / "models/training.json").read_text())["threshold"]["mode"]
 
 
 def _run_ids(repo: Path, name: str) -> set[str]:
