@@ -56,14 +56,20 @@ def recall_at_top(y: np.ndarray, scores: np.ndarray, fraction: float = 0.1) -> f
     return float(y[top].sum() / positives)
 
 
+def quantile_bins(scores: np.ndarray, bins: int = 10, highest_first: bool = False) -> list:
+    """Row indices in `bins` equal-count bins by score (ties in row order): the one binning
+    of calibration error, its noise floor, lift and gains."""
+    order = np.argsort(-scores if highest_first else scores, kind="stable")
+    return [b for b in np.array_split(order, min(bins, max(len(scores), 1))) if len(b)]
+
+
 def expected_calibration_error(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
     """ECE over `bins` quantile bins (equal counts): the count-weighted mean gap between
     the mean predicted probability and the observed churn rate of each bin."""
     if len(y) == 0:
         return 0.0
-    order = np.argsort(scores, kind="stable")
     gaps = [len(b) * abs(float(y[b].mean()) - float(scores[b].mean()))
-            for b in np.array_split(order, min(bins, len(y))) if len(b)]  # fmt: skip
+            for b in quantile_bins(scores, bins)]  # fmt: skip
     return float(sum(gaps) / len(y))
 
 
@@ -74,23 +80,21 @@ def ece_noise_floor(scores: np.ndarray, bins: int = 10) -> float:
     below it would judge luck, not calibration."""
     if len(scores) == 0:
         return 0.0
-    order = np.argsort(scores, kind="stable")
     spread = [np.sqrt(2 / np.pi) * np.sqrt(np.sum(scores[b] * (1 - scores[b])))
-              for b in np.array_split(order, min(bins, len(scores))) if len(b)]  # fmt: skip
+              for b in quantile_bins(scores, bins)]  # fmt: skip
     return float(sum(spread) / len(scores))
 
 
 def lift_table(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[dict]:
     """Deciles by score (1 = the highest): churn rate, lift over the base rate and the
     cumulative share of all churners found (gains)."""
-    order = np.argsort(-scores, kind="stable")
     base = float(y.mean()) if len(y) else 0.0
     total = max(int(y.sum()), 1)
     rows, found, seen = [], 0, 0
-    for k, chunk in enumerate(np.array_split(order, min(bins, max(len(y), 1))), 1):
+    for k, chunk in enumerate(quantile_bins(scores, bins, highest_first=True), 1):
         churners = int(y[chunk].sum())
         found, seen = found + churners, seen + len(chunk)
-        rate = churners / len(chunk) if len(chunk) else 0.0
+        rate = churners / len(chunk)
         rows.append({"decile": k, "users": len(chunk), "churners": churners,
                      "churn_rate": round(rate, 6), "lift": round(rate / base, 4) if base else 0.0,
                      "contacted_share": round(seen / len(y), 4),

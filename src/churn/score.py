@@ -21,7 +21,7 @@ import pandas as pd
 from churn import modelfile, registry
 from churn.decision import customer_values, expected_gain, value_basis
 from churn.errors import ChurnError
-from churn.evaluate import REPORTS_DIR, lift_table
+from churn.evaluate import REPORTS_DIR, lift_table, quantile_bins
 from churn.io import read_json, require, round_floats, write_json, write_parquet
 from churn.model import feature_names
 from churn.params import DecisionParams, Params
@@ -99,12 +99,11 @@ def score_users(
 def expected_gains(probability: np.ndarray, bins: int = 10) -> list[dict]:
     """Deciles by probability: the share of the expected churners (sum of probabilities)
     that calling down to each decile reaches."""
-    order = np.argsort(-probability, kind="stable")
     total = float(probability.sum()) or 1.0
     rows, found, seen = [], 0.0, 0
-    for k, chunk in enumerate(np.array_split(order, min(bins, max(len(order), 1))), 1):
+    for k, chunk in enumerate(quantile_bins(probability, bins, highest_first=True), 1):
         found, seen = found + float(probability[chunk].sum()), seen + len(chunk)
-        rows.append({"decile": k, "contacted_share": round(seen / max(len(order), 1), 4),
+        rows.append({"decile": k, "contacted_share": round(seen / max(len(probability), 1), 4),
                      "expected_found_share": round(found / total, 6)})  # fmt: skip
     return rows
 
