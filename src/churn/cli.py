@@ -40,7 +40,7 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "skops"):
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "skops", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -50,7 +50,9 @@ def stage(func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        name = func.__name__.replace("registry_", "registry ").replace("params_", "params ")
+        name = func.__name__
+        for group in ("registry", "params", "team"):
+            name = name.replace(f"{group}_", f"{group} ")
         _pin_threads()
         try:
             result = func(*args, **kwargs)
@@ -459,6 +461,65 @@ def registry_verify(
     if unresolved:
         raise ChurnError(f"{len(unresolved)} registry problem(s), listed above")
     typer.echo("registry ok: champion.json, alias and artifact agree")
+
+
+team_app = typer.Typer(
+    help="Team mode: a shared MLflow server on PostgreSQL, DVC push/pull with sizes.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(team_app, name="team")
+TeamDirOpt = Annotated[Path, typer.Option("--dir", help="state folder (git-ignored)")]
+
+
+@team_app.command("up")
+@stage
+def team_up(
+    team_dir: TeamDirOpt = Path(".team"),
+    host: Annotated[str, typer.Option(help="the MLflow server's address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the MLflow server's port")] = 5000,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL's port (on 127.0.0.1)")] = 5433,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for /health")] = 180.0,
+) -> None:
+    """Start PostgreSQL and `mlflow server` (proxied artifacts); print the tracking URI.
+
+    Progress goes to stderr, the `export MLFLOW_TRACKING_URI=...` line to stdout, so
+    `eval "$(churn team up)"` points this shell at the server.
+    """
+    from churn import team
+
+    started = team.up(team_dir, host, port, pg_port, timeout)
+    typer.echo(f"export MLFLOW_TRACKING_URI={started.uri}")
+
+
+@team_app.command("down")
+@stage
+def team_down(team_dir: TeamDirOpt = Path(".team")) -> None:
+    """Stop the MLflow server and PostgreSQL that `churn team up` started (data kept)."""
+    from churn import team
+
+    stopped = team.down(team_dir)
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@team_app.command("push", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})  # fmt: skip
+@stage
+def team_push(ctx: typer.Context) -> None:
+    """`dvc push` (extra arguments passed on), saying how many files and MB it moves."""
+    from churn import team
+
+    team.transfer("push", list(ctx.args))
+
+
+@team_app.command("pull", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})  # fmt: skip
+@stage
+def team_pull(ctx: typer.Context) -> None:
+    """`dvc pull` (extra arguments passed on), saying how many files and MB it moves."""
+    from churn import team
+
+    team.transfer("pull", list(ctx.args))
 
 
 if __name__ == "__main__":  # pragma: no cover

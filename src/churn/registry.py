@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -37,6 +38,8 @@ from typing import Any
 from churn import modelfile, tracking
 from churn.errors import ChurnError
 from churn.io import atomic_copy, sha256_file
+
+log = logging.getLogger("churn.registry")
 
 # One lineage per registered model name (promote.model_name): registry/<name>/ holds its
 # champion.json and history.jsonl, so a user's own dataset starts at version 1 of its own
@@ -224,6 +227,7 @@ def store_artifacts(model_path: Path, contract_path: Path) -> Path:
 
 ONLINE_DIR = Path("mlflow") / "online"
 ONLINE_FILES = ("online_features.parquet", "features.json")
+ONLINE_ARTIFACTS = "online"  # the folder of a champion's run that holds them on a server
 
 
 def online_dir(root: Path = REGISTRY_DIR) -> Path:
@@ -238,6 +242,7 @@ def publish_online(prepared_dir: Path, root: Path = REGISTRY_DIR) -> Path:
     target = online_dir(root)
     for name in ONLINE_FILES:
         atomic_copy(prepared_dir / name, target / name)
+    share_online(prepared_dir, root)
     return target / ONLINE_FILES[0]
 
 
@@ -245,21 +250,63 @@ def contract_file(entry: dict[str, Any]) -> Path:
     return store_path(entry["sha256"]).parent / CONTRACT_FILE
 
 
+def runs_holding(entry: dict[str, Any]) -> list[str]:
+    """MLflow runs that may hold the entry's bytes: the deciding run (champion.json's, in
+    the deciding machine's store), then the run of this store's version with its sha256
+    (a clone that restored the champion into a shared server logged its own run)."""
+    runs = [entry["run_id"]]
+    version = tracking.find_version_by_sha(entry["model_name"], entry["sha256"])
+    if version is not None:
+        run_id = (tracking.version_summary(entry["model_name"], version) or {}).get("run_id")
+        if run_id and run_id not in runs:
+            runs.append(run_id)
+    return runs
+
+
+def _fetch(entry: dict[str, Any], path: Path) -> None:
+    """Download model and contract from a run holding them into the content store; the
+    model is kept only if its sha256 is the entry's."""
+    tried = []
+    for run_id in runs_holding(entry):
+        if not RUN_ID.fullmatch(run_id):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".fetch-") as tmp:
+            try:
+                model = tracking.download_artifact(f"runs:/{run_id}/{MODEL_FILE}", Path(tmp))
+                contract = tracking.download_artifact(f"runs:/{run_id}/{CONTRACT_FILE}",
+                                                      Path(tmp))  # fmt: skip
+            except Exception as exc:
+                tried.append(f"run {run_id}: {type(exc).__name__}")
+                continue
+            actual = sha256_file(model)
+            if actual != entry["sha256"]:
+                tried.append(f"run {run_id}: sha256 {actual[:12]}…")
+                continue
+            atomic_copy(contract, path.parent / CONTRACT_FILE)
+            atomic_copy(model, path)
+            log.info("fetched version %s (sha256 %s…) from %s run %s", entry["version"],
+                     entry["sha256"][:12], tracking.tracking_uri(), run_id)  # fmt: skip
+            return
+    raise ChurnError(
+        f"{path}: artifact of version {entry['version']} is absent here and no run of "
+        f"{tracking.tracking_uri()} holds it ({'; '.join(tried) or 'no run'}); run `dvc repro` "
+        "(training is deterministic and promote restores it)"
+    )
+
+
 def verified_artifact(entry: dict[str, Any]) -> Path:
-    """The content-store path of an entry's model with its sha256 checked (downloaded from
-    the entry's MLflow run if absent). The path comes from the sha256, never from the JSON."""
+    """The content-store path of an entry's model with its sha256 checked (fetched with its
+    contract from the tracking store if absent). The path comes from the sha256, never from
+    the JSON."""
     path = store_path(entry["sha256"])
-    if not path.exists() and entry.get("artifact_uri"):
-        uri = f"runs:/{entry['run_id']}/{MODEL_FILE}"
+    absent = not path.exists() or not (path.parent / CONTRACT_FILE).exists()
+    if absent and entry.get("artifact_uri"):
         try:
-            fetched = tracking.download_artifact(uri, path.parent)
-        except Exception as exc:
-            raise ChurnError(
-                f"{path}: champion artifact absent and not downloadable from {uri} "
-                f"({type(exc).__name__}); run `dvc repro` to rebuild it"
-            ) from None
-        if fetched != path:
-            os.replace(fetched, path)
+            _fetch(entry, path)
+        except ChurnError:
+            if not path.exists():
+                raise  # with only the contract missing, the checks below say more
     if not path.exists():
         raise ChurnError(
             f"{path}: artifact of version {entry['version']} is absent; run `dvc repro` "
@@ -272,6 +319,57 @@ def verified_artifact(entry: dict[str, Any]) -> Path:
             f"{entry['sha256'][:12]}…; refusing to use it"
         )
     return path
+
+
+def share_online(prepared_dir: Path, root: Path) -> None:
+    """On a tracking server: upload the online table to the champion's run (online/), so
+    replicas and clones that never ran prepare serve the same users."""
+    champion = read_champion(root)
+    if champion is None or not tracking.is_shared():
+        return
+    run_id = runs_holding(champion)[-1]
+    tracking.log_artifacts(run_id, [prepared_dir / n for n in ONLINE_FILES], ONLINE_ARTIFACTS)
+    log.info("uploaded the online features to run %s/%s", run_id, ONLINE_ARTIFACTS)
+
+
+def fetch_online(entry: dict[str, Any], dst: Path) -> Path:
+    """The champion's online table from the tracking server (what share_online uploaded)
+    into dst; the parquet path."""
+    tried = []
+    for run_id in reversed(runs_holding(entry)):
+        if not RUN_ID.fullmatch(run_id):
+            continue
+        try:
+            folder = tracking.download_artifact(f"runs:/{run_id}/{ONLINE_ARTIFACTS}", dst)
+        except Exception as exc:
+            tried.append(f"run {run_id}: {type(exc).__name__}")
+            continue
+        if all((folder / n).is_file() for n in ONLINE_FILES):
+            return folder / ONLINE_FILES[0]
+        tried.append(f"run {run_id}: no {'/'.join(ONLINE_FILES)}")
+    raise ChurnError(
+        f"the online features of version {entry['version']} are neither published here "
+        f"({ONLINE_DIR}) nor on {tracking.tracking_uri()} ({'; '.join(tried) or 'no run'}); "
+        "run `dvc repro` (promote publishes them)"
+    )
+
+
+def alias_entry(name: str) -> dict[str, Any] | None:
+    """The champion as the tracking store's alias names it (team mode: what a replica
+    serves without a git pull), checked like a champion.json."""
+    version = tracking.alias_version(name, CHAMPION)
+    if version is None:
+        return None
+    info = tracking.version_summary(name, version) or {}
+    sha = str(info.get("tags", {}).get(tracking.MODEL_SHA_TAG, ""))
+    where = f"models:/{name}@{CHAMPION}"
+    if not SHA256.fullmatch(sha) or not RUN_ID.fullmatch(str(info.get("run_id"))):
+        raise ChurnError(f"{where}: version {version} has no valid {tracking.MODEL_SHA_TAG} "
+                         "tag or run; refusing it")  # fmt: skip
+    entry = entry_for(name=name, version=version, run_id=info["run_id"], sha256=sha,
+                      reason=f"alias {CHAMPION} on {tracking.tracking_uri()}", decision=None,
+                      previous=None)  # fmt: skip
+    return check_entry(entry, where)
 
 
 # --- entries -------------------------------------------------------------------------

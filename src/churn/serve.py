@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -67,7 +68,11 @@ class Settings:
     max_body_bytes: int = 2_000_000  # CHURN_MAX_BODY_BYTES
     canary_fraction: float = 0.0  # CHURN_CANARY_FRACTION: users routed to the challenger
     shadow: bool = False  # CHURN_SHADOW=1: also score the challenger, answer with champion
-    poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when champion.json changes
+    poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when the champion changes
+    # CHURN_CHAMPION_FROM: "file" (registry/<name>/champion.json, the default) or "alias":
+    # the tracking server's `champion` alias, model bytes and online features (team mode:
+    # replicas follow a promotion on another machine without a git pull)
+    champion_from: str = "file"
     # CHURN_RUN_DIR: shared by the workers of one `churn serve`; a reload in one worker is
     # announced there and every other worker follows before its next answer
     run_dir: Path | None = None
@@ -89,7 +94,16 @@ class Settings:
             shadow=env.get("CHURN_SHADOW", "0").lower() in ("1", "true", "yes"),
             poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
             run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
+            champion_from=env.get("CHURN_CHAMPION_FROM", "file"),
         )
+
+    def __post_init__(self) -> None:
+        if self.champion_from not in CHAMPION_SOURCES:
+            raise ChurnError(f"CHURN_CHAMPION_FROM={self.champion_from!r}: use one of "
+                             f"{', '.join(CHAMPION_SOURCES)}")  # fmt: skip
+
+
+CHAMPION_SOURCES = ("file", "alias")
 
 
 def _params_model_name(path: Path) -> str:
@@ -172,20 +186,43 @@ def challenger_entry(settings: Settings, champion: dict[str, Any]) -> dict[str, 
     return None
 
 
+def champion_entry(settings: Settings) -> dict[str, Any]:
+    """champion.json of the lineage, or (alias mode) the tracking server's alias."""
+    if settings.champion_from == "alias":
+        entry = registry.alias_entry(settings.registry_dir.name)
+        where = f"models:/{settings.registry_dir.name}@{registry.CHAMPION}"
+    else:
+        entry = registry.read_champion(settings.registry_dir)
+        where = str(settings.registry_dir / registry.CHAMPION_FILE)
+    if entry is None:
+        raise ChurnError(f"{where}: no champion yet; run `dvc repro` to train and promote one")
+    return entry
+
+
+def _online_table(settings: Settings, entry: dict[str, Any]) -> tuple[pd.DataFrame, str | None]:
+    """The online features and their snapshot date: CHURN_FEATURES, else what promote
+    published here (file mode), else the champion's run on the tracking server."""
+    path = settings.features_path
+    if path is None and settings.champion_from == "file":
+        path = registry.online_dir(settings.registry_dir) / registry.ONLINE_FILES[0]
+        if not path.exists() and entry.get("artifact_uri"):
+            path = None  # a clone that pulled but never promoted: ask the server
+    with tempfile.TemporaryDirectory(prefix="churn-online-") as tmp:
+        if path is None:
+            path = registry.fetch_online(entry, Path(tmp))
+        if not path.exists():
+            raise ChurnError(f"{path}: online features absent; run `dvc repro` "
+                             "(promote publishes them)")  # fmt: skip
+        online = pd.read_parquet(path)
+        spec_path = path.parent / "features.json"
+        spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
+    return online.drop_duplicates("user_id").reset_index(drop=True), spec.get("online_as_of")
+
+
 def load_bundle(settings: Settings) -> Bundle:
     """Read the registry and features; raise ChurnError with the reason when not servable."""
-    entry = registry.read_champion(settings.registry_dir)
-    if entry is None:
-        raise ChurnError(f"{settings.registry_dir / registry.CHAMPION_FILE}: no champion yet; "
-                         "run `dvc repro` to train and promote one")  # fmt: skip
-    features_path = settings.features_path or (
-        registry.online_dir(settings.registry_dir) / registry.ONLINE_FILES[0]
-    )
-    if not features_path.exists():
-        raise ChurnError(f"{features_path}: online features absent; run `dvc repro` "
-                         "(promote publishes them)")  # fmt: skip
-    online = pd.read_parquet(features_path)
-    online = online.drop_duplicates("user_id").reset_index(drop=True)
+    entry = champion_entry(settings)
+    online, online_as_of = _online_table(settings, entry)
     champion = _load_model(entry, registry.CHAMPION, online)
     challenger = None
     if settings.canary_fraction > 0 or settings.shadow:
@@ -196,10 +233,6 @@ def load_bundle(settings: Settings) -> Bundle:
             except ChurnError as exc:
                 log.warning("challenger not loaded: %s", exc)
     row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}
-    online_as_of = None
-    spec_path = features_path.parent / "features.json"
-    if spec_path.exists():
-        online_as_of = json.loads(spec_path.read_text()).get("online_as_of")
     return Bundle(champion, challenger, row_of, online, online_as_of)
 
 
@@ -575,13 +608,26 @@ async def follow_reload(state: Any, settings: Settings) -> None:
     await _reload(state, settings, announce=False)
 
 
-async def _poll(app: FastAPI, settings: Settings) -> None:
+def _champion_marker(settings: Settings) -> Any:
+    """What changes when the champion does: champion.json's mtime, or the alias's version."""
+    if settings.champion_from == "alias":
+        from churn import tracking
+
+        try:
+            return tracking.alias_version(settings.registry_dir.name, registry.CHAMPION)
+        except Exception as exc:  # the server is down: keep serving, ask again next time
+            log.warning("polling the alias failed: %s", exc)
+            return None
     path = settings.registry_dir / registry.CHAMPION_FILE
-    seen = path.stat().st_mtime_ns if path.exists() else None
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+async def _poll(app: FastAPI, settings: Settings) -> None:
+    seen = await asyncio.to_thread(_champion_marker, settings)
     while True:
         await asyncio.sleep(settings.poll_seconds)
-        current = path.stat().st_mtime_ns if path.exists() else None
-        if current != seen:
+        current = await asyncio.to_thread(_champion_marker, settings)
+        if current is not None and current != seen:
             seen = current
             await _reload(app.state, settings)
 
@@ -660,6 +706,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         keys = ("model_name", "version", "alias", "sha256", "as_of", "model", "metrics", "run_id",
                 "model_uri", "git_commit", "data_sha256", "decided_at", "reason")  # fmt: skip
         out = {k: e.get(k) for k in keys}
+        out["champion_from"] = settings.champion_from
         out["online_as_of"] = bundle.online_as_of
         out["n_online_users"] = len(bundle.row_of)
         out["features"] = [f["name"] for f in bundle.champion.contract["features"]]

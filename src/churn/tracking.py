@@ -41,6 +41,12 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri()
 
 
+def is_shared() -> bool:
+    """A tracking server (team mode): artifacts travel through it, so other machines can
+    fetch what this one logged."""
+    return tracking_uri().startswith(("http://", "https://"))
+
+
 def _client():
     disable_telemetry()
     import mlflow
@@ -230,8 +236,16 @@ def set_alias(name: str, alias: str, version: str) -> None:
     _client().MlflowClient().set_registered_model_alias(name, alias, version)
 
 
+def log_artifacts(run_id: str, paths: list[Path], artifact_path: str) -> None:
+    """Upload files into <artifact_path>/ of a run (replacing files of the same name)."""
+    client = _client().MlflowClient()
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
 def download_artifact(artifact_uri: str, dst: Path) -> Path:
-    """Fetch one artifact (e.g. runs:/<id>/model.joblib) into dst; return the local path."""
+    """Fetch one artifact or folder (runs:/<id>/model.skops, runs:/<id>/online) into dst;
+    return the local path."""
     mlflow = _client()
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst)))
