@@ -22,10 +22,21 @@ def compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def test_compose_wires_the_three_services():
+def test_compose_wires_the_four_services():
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"api", "mlflow", "prometheus"}
+    assert set(services) == {"api", "mlflow", "postgres", "prometheus"}
+    # the team topology: MLflow on PostgreSQL, artifacts proxied, each waits for the next
+    mlflow = services["mlflow"]
+    assert "--backend-store-uri postgresql+psycopg://" in mlflow["command"]
+    assert "@postgres:5432/mlflow" in mlflow["command"]
+    assert "--artifacts-destination /mlflow/artifacts" in mlflow["command"]
+    assert "--default-artifact-root" not in mlflow["command"]  # clients never see paths
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["api"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+    dockerfile = REPO_ROOT / mlflow["build"]["context"] / mlflow["build"]["dockerfile"]
+    assert "psycopg[binary]==" in dockerfile.read_text()
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]  # loopback only on the host
     assert services["api"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     prometheus = yaml.safe_load((REPO_ROOT / "deploy/prometheus.yml").read_text())
