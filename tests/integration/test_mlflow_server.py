@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from churn import drift, evaluate, ingest, prepare, promote, registry, train
@@ -80,3 +81,42 @@ def test_train_promote_rollback_against_a_tracking_server(server, tmp_path, monk
     path = registry.verified_artifact(registry.read_champion())
     assert path.is_file()
     assert registry.verify(NAME) == []
+
+
+def test_a_clone_that_never_trained_serves_the_champion_from_the_server(
+    server, tmp_path, monkeypatch
+):
+    """What a second machine has: the committed registry/ and the server's URI. Model,
+    contract and online features come through the artifact proxy, sha256-checked (the
+    old code fetched only the model, then stopped at the absent contract)."""
+    from fastapi.testclient import TestClient
+
+    from churn.serve import Settings, create_app
+
+    trainer, clone = tmp_path / "trainer", tmp_path / "clone"
+    trainer.mkdir()
+    monkeypatch.chdir(trainer)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    params = small_params(**{"ingest.synthetic.n_users": 600, "promote.model_name": "clone-test"})
+    for module in (ingest, prepare, train, evaluate, drift):
+        module.run(params)
+    assert promote.run(params)["decision"] == "promote"
+    users = len(pd.read_parquet("data/prepared/online_features.parquet"))
+    champion = registry.read_champion(registry.lineage_dir("clone-test"))
+
+    shutil.copytree(trainer / "registry", clone / "registry")  # git's part, nothing else
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("CHURN_MODEL_NAME", "clone-test")
+    for source in ("file", "alias"):
+        settings = Settings.from_env()
+        with TestClient(
+            create_app(Settings(**{**settings.__dict__, "champion_from": source}))
+        ) as c:
+            assert c.get("/ready").status_code == 200, c.get("/ready").json()
+            model = c.get("/model").json()
+            assert (model["sha256"], model["version"]) == (champion["sha256"], "1")
+            assert model["n_online_users"] == users and model["champion_from"] == source
+            assert c.post("/predict", json={"user_id": "SF-0000001"}).status_code == 200
+    fetched = clone / registry.store_path(champion["sha256"])
+    assert fetched.read_bytes() == (trainer / "models" / "model.skops").read_bytes()
+    assert not (clone / "mlflow" / "online").exists()  # read from the server, not published

@@ -88,3 +88,36 @@ def test_smoke_fails_with_the_reason_when_the_api_never_gets_ready(tmp_path):
     assert result.returncode == 1
     assert "/ready did not answer 200 within 5 s" in result.stderr
     assert "no champion yet" in result.stderr  # the 503's reason, from the server's answer
+
+
+def test_dvc_remote_step_skips_without_a_secret_and_round_trips_a_shared_folder(tmp_path):
+    """scripts/ci/dvc-remote, as the workflows call it: no DVC_REMOTE_URL, no change; with
+    one, push from a repo and pull into a fresh clone, after which nothing reruns."""
+    repo, clone, remote = tmp_path / "repo", tmp_path / "clone", tmp_path / "remote"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: python -c \"open('out.bin','wb').write(bytes(300000))\"\n"
+        "    outs:\n      - out.bin\n"
+    )
+    sh(repo, "git", "init", "-q")
+    dvc(repo, "init", "-q")
+    dvc(repo, "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "pipeline")
+    config = (repo / ".dvc" / "config").read_text()
+
+    skipped = sh(repo, "bash", str(CI / "dvc-remote"), "push", extra_env={"DVC_REMOTE_URL": ""})
+    assert "DVC_REMOTE_URL is not set: no remote, nothing to push" in skipped.stdout
+    assert not (repo / ".dvc" / "config.local").exists()
+
+    shared = {"DVC_REMOTE_URL": str(remote)}
+    pushed = sh(repo, "bash", str(CI / "dvc-remote"), "push", extra_env=shared)
+    assert "push 1 outputs, 1 files, 0.3 MB to remote team" in pushed.stderr
+    assert (repo / ".dvc" / "config").read_text() == config  # the remote stays local
+    assert any(p.is_file() for p in remote.rglob("*"))
+
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    pulled = sh(clone, "bash", str(CI / "dvc-remote"), "pull", extra_env=shared)
+    assert "pull 1 outputs, 1 files, 0.3 MB from remote team" in pulled.stderr
+    assert (clone / "out.bin").stat().st_size == 300000
+    assert "Stage 'make' didn't change" in dvc(clone, "repro").stdout
