@@ -165,7 +165,7 @@ def markdown(result: dict) -> str:
         f"`python benchmarks/team` on {result['machine']}; every clone served sha256 "
         f"`{result['sha256'][:12]}…`. Seconds.",
         "",
-        "| clone | clone | team up | pull | dvc repro | push | serve to /ready | total |",
+        "| fresh clone | git clone | team up | pull | dvc repro | push | serve to /ready | total |",
         "|---|---|---|---|---|---|---|---|",
     ]
     names = {"retrain": "retrain (embedded store, today)",
