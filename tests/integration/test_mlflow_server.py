@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from churn import drift, evaluate, ingest, prepare, promote, registry, train
+from churn.io import sha256_file
 from tests.conftest import small_params
 from tests.helpers import free_port, wait_until_ok
 
@@ -50,20 +51,29 @@ def server(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_train_promote_rollback_against_a_tracking_server(server, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    weak = small_params(**{"ingest.synthetic.n_users": 600, "train.hist_gb.max_iter": 10,
-                           "train.hist_gb.max_leaf_nodes": 2})  # fmt: skip
-    strong = small_params(**{"ingest.synthetic.n_users": 600})
-    ingest.run(strong)
-    prepare.run(strong)
-    for p in (weak, strong):
-        train.run(p)
-        evaluate.run(p)
-        drift.run(p)
-        assert promote.run(p)["decision"] == "promote"
+@pytest.fixture(scope="module")
+def trainer(server, tmp_path_factory):
+    """A machine that trained and promoted twice against the server (weak, then strong)."""
+    root = tmp_path_factory.mktemp("trainer")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", server)
+        weak = small_params(**{"ingest.synthetic.n_users": 600, "train.hist_gb.max_iter": 10,
+                               "train.hist_gb.max_leaf_nodes": 2})  # fmt: skip
+        strong = small_params(**{"ingest.synthetic.n_users": 600})
+        ingest.run(strong)
+        prepare.run(strong)
+        for p in (weak, strong):
+            train.run(p)
+            evaluate.run(p)
+            drift.run(p)
+            assert promote.run(p)["decision"] == "promote"
+    return root
 
+
+def test_train_promote_rollback_against_a_tracking_server(server, trainer, monkeypatch):
+    monkeypatch.chdir(trainer)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=server)
@@ -84,7 +94,7 @@ def test_train_promote_rollback_against_a_tracking_server(server, tmp_path, monk
 
 
 def test_a_clone_that_never_trained_serves_the_champion_from_the_server(
-    server, tmp_path, monkeypatch
+    server, trainer, tmp_path, monkeypatch
 ):
     """What a second machine has: the committed registry/ and the server's URI. Model,
     contract and online features come through the artifact proxy, sha256-checked (the
@@ -93,20 +103,12 @@ def test_a_clone_that_never_trained_serves_the_champion_from_the_server(
 
     from churn.serve import Settings, create_app
 
-    trainer, clone = tmp_path / "trainer", tmp_path / "clone"
-    trainer.mkdir()
-    monkeypatch.chdir(trainer)
+    clone = tmp_path / "clone"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    params = small_params(**{"ingest.synthetic.n_users": 600, "promote.model_name": "clone-test"})
-    for module in (ingest, prepare, train, evaluate, drift):
-        module.run(params)
-    assert promote.run(params)["decision"] == "promote"
-    users = len(pd.read_parquet("data/prepared/online_features.parquet"))
-    champion = registry.read_champion(registry.lineage_dir("clone-test"))
-
+    users = len(pd.read_parquet(trainer / "data/prepared/online_features.parquet"))
+    champion = registry.read_champion(trainer / "registry" / NAME)  # whichever is champion now
     shutil.copytree(trainer / "registry", clone / "registry")  # git's part, nothing else
     monkeypatch.chdir(clone)
-    monkeypatch.setenv("CHURN_MODEL_NAME", "clone-test")
     for source in ("file", "alias"):
         settings = Settings.from_env()
         with TestClient(
@@ -114,9 +116,10 @@ def test_a_clone_that_never_trained_serves_the_champion_from_the_server(
         ) as c:
             assert c.get("/ready").status_code == 200, c.get("/ready").json()
             model = c.get("/model").json()
-            assert (model["sha256"], model["version"]) == (champion["sha256"], "1")
+            assert (model["sha256"], model["version"]) == (champion["sha256"], champion["version"])
             assert model["n_online_users"] == users and model["champion_from"] == source
             assert c.post("/predict", json={"user_id": "SF-0000001"}).status_code == 200
     fetched = clone / registry.store_path(champion["sha256"])
-    assert fetched.read_bytes() == (trainer / "models" / "model.skops").read_bytes()
+    assert sha256_file(fetched) == champion["sha256"]
+    assert (clone / registry.contract_file(champion)).is_file()
     assert not (clone / "mlflow" / "online").exists()  # read from the server, not published

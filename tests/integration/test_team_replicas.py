@@ -278,7 +278,7 @@ def test_replicas_on_separate_hosts_follow_a_promotion_and_survive_a_lost_replic
                                         "8", ",".join(map(str, ids[:200]))),
                             cwd=tmp_path, env=env())  # fmt: skip
     try:
-        time.sleep(3)
+        time.sleep(2)
         # the promotion on B, under load: a different model that passes the gates
         set_param(b, "promote.margin", -1.0)
         set_param(b, "train.hist_gb.max_iter", 40)
@@ -289,17 +289,17 @@ def test_replicas_on_separate_hosts_follow_a_promotion_and_survive_a_lost_replic
             answer = net.client("post", f"http://{HOSTS[host]}:8000/admin/reload", TOKEN)
             assert json.loads(answer.stdout)["body"]["model_version"] == "2"
         reloaded_at = time.time()
-        time.sleep(3)
+        time.sleep(2)
 
         # replica C dies mid-load; nginx moves its requests to D
         killed_at = time.time()
         os.killpg(net.procs["serve-c"].pid, signal.SIGKILL)
         net.procs.pop("serve-c").wait()
-        time.sleep(4)
+        time.sleep(3)
         serve(net, "serve-c", "c", c)
         wait_ready(net, "serve-c", "c")
         back_at = time.time()
-        time.sleep(5)
+        time.sleep(4)
     finally:
         stop.touch()
         load.wait(timeout=60)
