@@ -599,4 +599,9 @@ def rollback(name: str, to: str | None, reason: str, root: Path | None = None) -
         )  # fmt: skip
         verified_artifact(entry)  # refuses a missing or corrupt artifact
         move_champion(entry, champion_record(entry, "rollback", reason=reason), root)
+        published = online_dir(root)
+        if all((published / n).is_file() for n in ONLINE_FILES):
+            # replicas reading the alias get today's users, not those of the month this
+            # version was promoted in
+            share_online(published, root)
         return entry

@@ -71,7 +71,7 @@ def trainer(server, tmp_path_factory):
     return root
 
 
-def test_train_promote_rollback_against_a_tracking_server(server, trainer, monkeypatch):
+def test_train_promote_rollback_against_a_tracking_server(server, trainer, tmp_path, monkeypatch):
     monkeypatch.chdir(trainer)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     from mlflow import MlflowClient
@@ -82,7 +82,13 @@ def test_train_promote_rollback_against_a_tracking_server(server, trainer, monke
 
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # the registry's source loads
     assert served.metadata.run_id == registry.read_champion()["run_id"]
+    # a later month's online table, as a newer promote would have published it: the
+    # rolled-back champion must be served with it, not with its own month's
+    published = registry.online_dir(registry.REGISTRY_DIR) / registry.ONLINE_FILES[0]
+    pd.read_parquet(published).iloc[:500].to_parquet(published)
     registry.rollback(NAME, None, "integration test")
+    shared = registry.fetch_online(registry.read_champion(), tmp_path / "online")
+    assert len(pd.read_parquet(shared)) == 500
     assert client.get_model_version_by_alias(NAME, "champion").version == "1"
     assert registry.read_champion()["version"] == "1"
 
@@ -105,7 +111,8 @@ def test_a_clone_that_never_trained_serves_the_champion_from_the_server(
 
     clone = tmp_path / "clone"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    users = len(pd.read_parquet(trainer / "data/prepared/online_features.parquet"))
+    published = trainer / registry.online_dir(registry.REGISTRY_DIR) / registry.ONLINE_FILES[0]
+    users = len(pd.read_parquet(published))  # what the champion's run holds on the server
     champion = registry.read_champion(trainer / "registry" / NAME)  # whichever is champion now
     shutil.copytree(trainer / "registry", clone / "registry")  # git's part, nothing else
     monkeypatch.chdir(clone)
