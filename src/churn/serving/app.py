@@ -1,0 +1,279 @@
+"""The app factory and its routes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import math
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+)
+
+from churn.errors import ChurnError
+from churn.serving.loading import Bundle, Served, load_bundle
+from churn.serving.metrics import Metrics, observe_batch
+from churn.serving.middleware import RequestContext
+from churn.serving.reload import _install, _poll, _reload, _signal_key
+from churn.serving.settings import Settings
+from churn.serving.validation import BatchRequest, Prediction, PredictRequest, validate_record
+
+log = logging.getLogger("churn.serve")
+
+
+def _bucket(user_id: str) -> float:
+    """A stable position in [0, 1) for a user id (same in every process)."""
+    digest = hashlib.sha256(user_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app factory (uvicorn: `churn.serve:create_app --factory`)."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.reload_lock = asyncio.Lock()
+        app.state.reload_seen = _signal_key(settings)
+        try:
+            bundle = await asyncio.to_thread(load_bundle, settings)
+            _install(app.state, bundle)
+            log.info("serving version %s (sha256 %s…), %d online users",
+                     bundle.champion.version, bundle.champion.entry["sha256"][:12],
+                     len(bundle.row_of))  # fmt: skip
+        except ChurnError as exc:
+            app.state.not_ready = str(exc)
+            log.error("not ready: %s", exc)
+        poller = None
+        if settings.poll_seconds > 0:
+            poller = asyncio.create_task(_poll(app, settings))
+        yield
+        if poller is not None:
+            poller.cancel()
+
+    app = FastAPI(
+        title="StreamFlow churn API",
+        version="1",
+        lifespan=lifespan,
+        # the body limit answers any route (RequestContext), so every route declares it
+        responses={413: {"description": "request body over CHURN_MAX_BODY_BYTES"}},
+        description="Churn probability for StreamFlow users, served from the registry's champion.",
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.bundle = None
+    app.state.not_ready = "starting"
+    app.add_middleware(RequestContext, state=app.state)
+    _routes(app, settings)
+    return app
+
+
+def _bundle(request: Request) -> Bundle:
+    bundle = request.app.state.bundle
+    if bundle is None:
+        raise HTTPException(503, detail=f"not ready: {request.app.state.not_ready}")
+    return bundle
+
+
+def _route_model(bundle: Bundle, user_id: str | None, settings: Settings) -> Served:
+    canary = bundle.challenger is not None and user_id is not None and settings.canary_fraction > 0
+    if canary and _bucket(user_id) < settings.canary_fraction:
+        return bundle.challenger
+    return bundle.champion
+
+
+def _answer(
+    request: Request, bundle: Bundle, served: Served, user_id: str | None, score: float,
+) -> dict[str, Any]:  # fmt: skip
+    threshold = float(served.contract.get("threshold", 0.5))
+    metrics: Metrics = request.app.state.metrics
+    metrics.predictions.labels(served.version, served.role).inc()
+    metrics.scores.labels(served.role).observe(score)
+    return {
+        "user_id": user_id,
+        "churn_probability": round(score, 6),
+        "churn": score >= threshold,
+        "threshold": threshold,
+        "model_version": served.version,
+        "model_role": served.role,
+        "as_of": served.entry.get("as_of"),
+        "request_id": request.scope["state"]["request_id"],
+    }
+
+
+def _shadow(request: Request, bundle: Bundle, served: Served, score: float, row) -> None:
+    """Score the challenger too (never returned): record the delta and agreement."""
+    challenger = bundle.challenger
+    if challenger is None or served is challenger:
+        return
+    other = float(row(challenger))
+    metrics: Metrics = request.app.state.metrics
+    metrics.predictions.labels(challenger.version, "shadow").inc()
+    metrics.shadow_delta.observe(other - score)
+    threshold = float(served.contract.get("threshold", 0.5))
+    metrics.shadow_agreement.labels(str((other >= threshold) == (score >= threshold))).inc()
+
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "not ready: no model or features loaded (the reason is in detail)"}
+}
+
+
+def _routes(app: FastAPI, settings: Settings) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """200 while the process lives."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"description": "model or features not loaded"}})
+    async def ready(request: Request) -> JSONResponse:
+        """200 once model and features are loaded, 503 with the reason otherwise."""
+        bundle = request.app.state.bundle
+        if bundle is None:
+            return JSONResponse({"status": "not_ready", "reason": request.app.state.not_ready},
+                                status_code=503)  # fmt: skip
+        return JSONResponse({"status": "ready", "model_version": bundle.champion.version})
+
+    @app.get("/model", responses=NOT_READY)
+    async def model(request: Request) -> dict[str, Any]:
+        """The served model: registry entry, metrics and lineage."""
+        bundle = _bundle(request)
+        e = bundle.champion.entry
+        keys = ("model_name", "version", "alias", "sha256", "as_of", "model", "metrics", "run_id",
+                "model_uri", "git_commit", "data_sha256", "decided_at", "reason")  # fmt: skip
+        out = {k: e.get(k) for k in keys}
+        out["champion_from"] = settings.champion_from
+        out["online_as_of"] = bundle.online_as_of
+        out["n_online_users"] = len(bundle.row_of)
+        out["features"] = [f["name"] for f in bundle.champion.contract["features"]]
+        out["challenger"] = None
+        if bundle.challenger is not None:
+            out["challenger"] = {"version": bundle.challenger.version,
+                                 "sha256": bundle.challenger.entry["sha256"],
+                                 "canary_fraction": settings.canary_fraction,
+                                 "shadow": settings.shadow}  # fmt: skip
+        return out
+
+    @app.get("/features/{user_id}", responses={404: {"description": "unknown user"}, **NOT_READY})
+    async def features(user_id: str, request: Request) -> dict[str, Any]:
+        """The online features of one user."""
+        bundle = _bundle(request)
+        row = bundle.row_of.get(user_id)
+        if row is None:
+            raise HTTPException(404, detail=f"no online features for user_id {user_id!r}")
+        record = bundle.online.iloc[row].to_dict()
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in record.items()}  # fmt: skip
+
+    @app.post("/predict", responses={404: {"description": "unknown user"}, **NOT_READY})
+    async def predict(body: PredictRequest, request: Request) -> Prediction:
+        """Churn probability for a user id (online features) or for a feature record."""
+        bundle = _bundle(request)
+        if body.user_id is not None:
+            row = bundle.row_of.get(body.user_id)
+            if row is None:
+                names = [f["name"] for f in bundle.champion.contract["features"]]
+                return JSONResponse(  # type: ignore[return-value]
+                    {"detail": f"no online features for user_id {body.user_id!r}; "
+                               "send them as `features`", "missing_features": names},
+                    status_code=404,
+                )  # fmt: skip
+            served = _route_model(bundle, body.user_id, settings)
+
+            def score_of(s: Served) -> float:
+                return float(s.compiled.predict_transformed(s.transformed[row : row + 1])[0])
+
+        else:
+            served = bundle.champion
+            clean = validate_record(body.features or {}, served.contract, ["features"])
+            frame = pd.DataFrame([clean])
+
+            def score_of(s: Served) -> float:
+                num, cat = s.compiled.encode(frame)
+                return float(s.compiled.predict_encoded(num, cat)[0])
+
+        score = score_of(served)
+        if settings.shadow:
+            _shadow(request, bundle, served, score, score_of)
+        return _answer(request, bundle, served, body.user_id, score)  # type: ignore[return-value]
+
+    @app.post("/predict/batch", responses={413: {"description": "batch or body too large"},
+                                           **NOT_READY})  # fmt: skip
+    async def predict_batch(body: BatchRequest, request: Request) -> dict[str, Any]:
+        """Many user ids or feature records (at most CHURN_MAX_BATCH) scored by the champion."""
+        bundle = _bundle(request)
+        items = body.user_ids if body.user_ids is not None else body.records
+        if len(items or []) > settings.max_batch:
+            raise HTTPException(413, detail=f"batch of {len(items)} over the limit "
+                                            f"{settings.max_batch}")  # fmt: skip
+        served = bundle.champion
+        unknown: list[str] = []
+        if body.user_ids is not None:
+            rows = [bundle.row_of.get(uid) for uid in body.user_ids]
+            unknown = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is None]
+            ids = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is not None]
+            index = np.array([r for r in rows if r is not None], dtype=int)
+            scores = (served.compiled.predict_transformed(served.transformed[index])
+                      if len(index) else np.zeros(0))  # fmt: skip
+        else:
+            records = [validate_record(r, served.contract, ["records", i])
+                       for i, r in enumerate(body.records or [])]  # fmt: skip
+            ids = [None] * len(records)
+            if records:
+                num, cat = served.compiled.encode(pd.DataFrame(records))
+                scores = served.compiled.predict_encoded(num, cat)
+            else:
+                scores = np.zeros(0)
+        threshold = float(served.contract.get("threshold", 0.5))
+        metrics: Metrics = request.app.state.metrics
+        metrics.predictions.labels(served.version, served.role).inc(len(scores))
+        observe_batch(metrics.scores.labels(served.role), scores)
+        rounded, decided = np.round(scores, 6).tolist(), (scores >= threshold).tolist()
+        payload = {
+            "predictions": [
+                {"user_id": uid, "churn_probability": p, "churn": c}
+                for uid, p, c in zip(ids, rounded, decided, strict=True)
+            ],
+            "unknown_user_ids": unknown,
+            "threshold": threshold,
+            "model_version": served.version,
+            "as_of": served.entry.get("as_of"),
+            "request_id": request.scope["state"]["request_id"],
+        }
+        # orjson: FastAPI's generic encoder costs more than the model on a 1 000-row batch
+        return Response(orjson.dumps(payload), media_type="application/json")  # type: ignore[return-value]
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    reload_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "bad or missing bearer token"},
+        404: {"description": "reload disabled (no CHURN_ADMIN_TOKEN)"},
+        409: {"description": "reload failed; the old model keeps serving"},
+    }
+
+    @app.post("/admin/reload", responses=reload_responses)
+    async def reload(request: Request) -> dict[str, Any]:
+        """Re-read champion.json and swap model and features atomically (bearer token)."""
+        if not settings.admin_token:
+            raise HTTPException(404, detail="reload is disabled: set CHURN_ADMIN_TOKEN")
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            raise HTTPException(401, detail="bad or missing bearer token")
+        ok, info = await _reload(request.app.state, settings)
+        if not ok:
+            raise HTTPException(409, detail=f"reload failed, still serving the previous "
+                                            f"model: {info}")  # fmt: skip
+        return {"status": "reloaded", "model_version": info}

@@ -1,0 +1,139 @@
+"""Loading what is served: the champion (champion.json or the alias), its model and
+contract (sha256-checked, skops), the online features, the challenger."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn import modelfile, registry
+from churn.errors import ChurnError
+from churn.fastpath import CompiledModel, compile_pipeline
+from churn.serving.settings import Settings
+
+log = logging.getLogger("churn.serve")
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model: its registry entry, contract and compiled request path."""
+
+    role: str
+    entry: dict[str, Any]
+    contract: dict[str, Any]
+    compiled: CompiledModel
+    transformed: np.ndarray  # the online table through this model's preprocessing
+
+    @property
+    def version(self) -> str:
+        return str(self.entry["version"])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything a request needs; swapped as one reference on reload."""
+
+    champion: Served
+    challenger: Served | None
+    row_of: dict[str, int]
+    online: pd.DataFrame
+    online_as_of: str | None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Served:
+    path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
+    contract_path = registry.contract_file(entry)
+    if not contract_path.exists():
+        raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
+    contract = json.loads(contract_path.read_text())
+    names = [f["name"] for f in contract["features"]]
+    missing = [n for n in names if n not in online.columns]
+    if missing:
+        raise ChurnError(f"online features lack {missing[:5]} required by version "
+                         f"{entry['version']}")  # fmt: skip
+    pipeline = modelfile.load(path)
+    sample = online.sample(n=min(len(online), 500), random_state=0)
+    compiled = compile_pipeline(pipeline, sample)
+    if compiled is None:
+        raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
+    num, cat = compiled.encode(online)
+    return Served(role, entry, contract, compiled, compiled.transform(num, cat))
+
+
+def challenger_entry(settings: Settings, champion: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest skipped candidate named in history (its bytes are in the content store)."""
+    for record in reversed(registry.read_history(settings.registry_dir)):
+        if record.get("action") == "skip" and record.get("challenger"):
+            sha = record["sha256"]
+            if sha == champion["sha256"]:
+                return None
+            store = registry.store_path(sha)
+            return {**champion, "version": record["challenger"], "sha256": sha,
+                    "artifact_path": str(store), "artifact_uri": None,
+                    "contract_path": str(store.parent / registry.CONTRACT_FILE),
+                    "alias": registry.CHALLENGER}  # fmt: skip
+        if record.get("action") in ("promote", "rollback"):
+            return None
+    return None
+
+
+def champion_entry(settings: Settings) -> dict[str, Any]:
+    """champion.json of the lineage, or (alias mode) the tracking server's alias."""
+    if settings.champion_from == "alias":
+        entry = registry.alias_entry(settings.registry_dir.name)
+        where = f"models:/{settings.registry_dir.name}@{registry.CHAMPION}"
+    else:
+        entry = registry.read_champion(settings.registry_dir)
+        where = str(settings.registry_dir / registry.CHAMPION_FILE)
+    if entry is None:
+        raise ChurnError(f"{where}: no champion yet; run `dvc repro` to train and promote one")
+    return entry
+
+
+def _online_table(settings: Settings, entry: dict[str, Any]) -> tuple[pd.DataFrame, str | None]:
+    """The online features and their snapshot date: CHURN_FEATURES, else what promote
+    published here (file mode), else the champion's run on the tracking server."""
+    path = settings.features_path
+    if path is None and settings.champion_from == "file":
+        path = registry.online_dir(settings.registry_dir) / registry.ONLINE_FILES[0]
+        if not path.exists() and entry.get("artifact_uri"):
+            path = None  # a clone that pulled but never promoted: ask the server
+    with tempfile.TemporaryDirectory(prefix="churn-online-") as tmp:
+        if path is None:
+            path = registry.fetch_online(entry, Path(tmp))
+        if not path.exists():
+            raise ChurnError(f"{path}: online features absent; run `dvc repro` "
+                             "(promote publishes them)")  # fmt: skip
+        online = pd.read_parquet(path)
+        spec_path = path.parent / "features.json"
+        spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
+    return online.drop_duplicates("user_id").reset_index(drop=True), spec.get("online_as_of")
+
+
+def load_bundle(settings: Settings) -> Bundle:
+    """Read the registry and features; raise ChurnError with the reason when not servable."""
+    entry = champion_entry(settings)
+    online, online_as_of = _online_table(settings, entry)
+    champion = _load_model(entry, registry.CHAMPION, online)
+    challenger = None
+    if settings.canary_fraction > 0 or settings.shadow:
+        ch = challenger_entry(settings, entry)
+        if ch is not None:
+            try:
+                challenger = _load_model(ch, registry.CHALLENGER, online)
+            except ChurnError as exc:
+                log.warning("challenger not loaded: %s", exc)
+    row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}
+    return Bundle(champion, challenger, row_of, online, online_as_of)

@@ -1,0 +1,81 @@
+"""Serving configuration: the environment variables `churn serve` reads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from churn import registry
+from churn.errors import ChurnError
+
+log = logging.getLogger("churn.serve")
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Serving configuration (environment variables in brackets)."""
+
+    # the lineage served: CHURN_REGISTRY_DIR (root, default registry/) / model name
+    # (CHURN_MODEL_NAME, else params.yaml's promote.model_name, else streamflow-churn)
+    registry_dir: Path = registry.REGISTRY_DIR
+    # CHURN_FEATURES; default: what promote published for this registry (mlflow/online/...)
+    features_path: Path | None = None
+    admin_token: str | None = None  # CHURN_ADMIN_TOKEN: enables POST /admin/reload
+    max_batch: int = 1000  # CHURN_MAX_BATCH
+    max_body_bytes: int = 2_000_000  # CHURN_MAX_BODY_BYTES
+    canary_fraction: float = 0.0  # CHURN_CANARY_FRACTION: users routed to the challenger
+    shadow: bool = False  # CHURN_SHADOW=1: also score the challenger, answer with champion
+    poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when the champion changes
+    # CHURN_CHAMPION_FROM: "file" (registry/<name>/champion.json, the default) or "alias":
+    # the tracking server's `champion` alias, model bytes and online features (team mode:
+    # replicas follow a promotion on another machine without a git pull)
+    champion_from: str = "file"
+    # CHURN_RUN_DIR: shared by the workers of one `churn serve`; a reload in one worker is
+    # announced there and every other worker follows before its next answer
+    run_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        features = env.get("CHURN_FEATURES")
+        name = env.get("CHURN_MODEL_NAME") or _params_model_name(Path("params.yaml"))
+        return cls(
+            registry_dir=registry.lineage_dir(
+                name, Path(env.get("CHURN_REGISTRY_DIR", "registry"))
+            ),
+            features_path=Path(features) if features else None,
+            admin_token=env.get("CHURN_ADMIN_TOKEN") or None,
+            max_batch=int(env.get("CHURN_MAX_BATCH", "1000")),
+            max_body_bytes=int(env.get("CHURN_MAX_BODY_BYTES", "2000000")),
+            canary_fraction=float(env.get("CHURN_CANARY_FRACTION", "0")),
+            shadow=env.get("CHURN_SHADOW", "0").lower() in ("1", "true", "yes"),
+            poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
+            run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
+            champion_from=env.get("CHURN_CHAMPION_FROM", "file"),
+        )
+
+    def __post_init__(self) -> None:
+        if self.champion_from not in CHAMPION_SOURCES:
+            raise ChurnError(f"CHURN_CHAMPION_FROM={self.champion_from!r}: use one of "
+                             f"{', '.join(CHAMPION_SOURCES)}")  # fmt: skip
+
+
+CHAMPION_SOURCES = ("file", "alias")
+
+
+def _params_model_name(path: Path) -> str:
+    """promote.model_name of the repo state being served (the lineage `dvc repro` promoted)."""
+    import yaml
+
+    try:
+        params = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError:
+        params = None
+    promote = params.get("promote") if isinstance(params, dict) else None
+    name = promote.get("model_name") if isinstance(promote, dict) else None
+    return name if isinstance(name, str) else registry.DEFAULT_LINEAGE
