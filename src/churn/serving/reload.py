@@ -94,6 +94,10 @@ def _champion_marker(settings: Settings) -> Any:
 
 async def _poll(app: FastAPI, settings: Settings) -> None:
     seen = await asyncio.to_thread(_champion_marker, settings)
+    if settings.champion_from == "alias" and app.state.bundle is not None:
+        # the version served, not what the alias says by now: a promotion between the
+        # load and this first look must still trigger a reload
+        seen = app.state.bundle.champion.version
     while True:
         await asyncio.sleep(settings.poll_seconds)
         current = await asyncio.to_thread(_champion_marker, settings)
