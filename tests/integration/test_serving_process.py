@@ -179,3 +179,50 @@ def test_clients_that_hang_up_mid_answer_do_not_kill_the_server(server):
     assert httpx.get(f"{server}/health", timeout=5).status_code == 200
     answer = httpx.post(f"{server}/predict", json={"user_id": "SF-0000001"}, timeout=5)
     assert answer.status_code == 200
+
+
+async def _closed_loop(
+    host: str, port: int, path: str, payload: dict, connections: int, total: int,
+) -> list[int]:  # fmt: skip
+    """`connections` keep-alive clients each posting `payload` one after the other until
+    `total` answers came back; how many answers each connection got."""
+    import asyncio
+    import json
+
+    body = json.dumps(payload).encode()
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    answered = [0] * connections
+
+    async def client(i: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        while sum(answered) < total:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))  # fmt: skip
+            await reader.readexactly(length)
+            answered[i] += 1
+        writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(connections))), 300)
+    return answered
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_every_connection_gets_its_turn_under_overload(server, path):
+    """64 connections, one worker: each gets about the same number of answers. On uvloop
+    (the default loop before) the least-served connection got 67-88 % of the mean and
+    their requests waited: the c=64 p99 was 10-20 times p50 (benchmarks/serving); on
+    asyncio's loop 98-99 %. Counts, not times: a fair server answers every connection
+    once per round."""
+    import asyncio
+
+    host, port = server.removeprefix("http://").split(":")
+    payload = ({"user_id": "SF-0000001"} if path == "/predict"
+               else {"user_ids": [f"SF-{i:07d}" for i in range(1, 501)]})  # fmt: skip
+    total = 64 * (150 if path == "/predict" else 50)
+    answered = asyncio.run(_closed_loop(host, int(port), path, payload, 64, total))
+    mean = sum(answered) / len(answered)
+    assert min(answered) >= 0.95 * mean, sorted(answered)[:8]
