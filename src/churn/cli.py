@@ -377,10 +377,10 @@ def serve(
             workers=workers,
             log_level=log_level,
             access_log=False,  # churn.access logs one structured line per request
-            # asyncio's loop, not uvloop: uvloop queues each response's write until its
-            # loop iteration ends, so under overload answers sat behind requests that came
-            # in later (c=64 by id: p99 334-485 ms vs 43-107 ms here, p50 the same;
-            # benchmarks/serving)
+            # asyncio's loop, not uvloop: under overload uvloop served some connections a
+            # quarter less often than others (64 connections, one worker: the least-served
+            # got 67-88 % of the mean answers, asyncio 98-99 %) and the c=64 p99 was 10-20x
+            # p50; the same p50 and throughput on both (benchmarks/serving)
             loop=SERVE_LOOP,
         )
     finally:
