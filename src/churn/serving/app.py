@@ -45,11 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reload_lock = asyncio.Lock()
         app.state.reload_seen = _signal_key(settings)
         try:
-            bundle = await asyncio.to_thread(load_bundle, settings)
-            _install(app.state, bundle)
+            # no local name for the bundle: this frame lives until shutdown and would keep
+            # the first bundle (model and online table) through every reload
+            _install(app.state, await asyncio.to_thread(load_bundle, settings))
             log.info("serving version %s (sha256 %s…), %d online users",
-                     bundle.champion.version, bundle.champion.entry["sha256"][:12],
-                     len(bundle.row_of))  # fmt: skip
+                     app.state.bundle.champion.version,
+                     app.state.bundle.champion.entry["sha256"][:12],
+                     len(app.state.bundle.row_of))  # fmt: skip
         except ChurnError as exc:
             app.state.not_ready = str(exc)
             log.error("not ready: %s", exc)
