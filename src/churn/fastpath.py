@@ -32,6 +32,8 @@ class CompiledModel:
     defaults: tuple[int | None, ...]  # position of an unseen level (capped: "infrequent")
     support: np.ndarray
     estimator: Any
+    runtime: str = "sklearn"  # what scores preprocessed rows (churn.runtimes.adopt)
+    scorer: Any = None  # that runtime's scorer; None: the estimator's predict_proba
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -41,6 +43,15 @@ class CompiledModel:
         """Raw feature frame -> (float matrix of numeric columns, object matrix of categories)."""
         num = frame[list(self.numeric)].to_numpy(dtype="float64", na_value=np.nan)
         cat = frame[list(self.categorical)].to_numpy(dtype=object)
+        return num, cat
+
+    def encode_record(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """One validated record -> the same matrices as `encode` of its one-row frame,
+        without pandas (a DataFrame and its column selection cost ~0.5 ms a request)."""
+        num = np.array([[np.nan if record[n] is None else record[n] for n in self.numeric]],
+                       dtype="float64")  # fmt: skip
+        cat = np.empty((1, len(self.categorical)), dtype=object)
+        cat[0, :] = [record[c] for c in self.categorical]
         return num, cat
 
     def transform(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
@@ -63,9 +74,11 @@ class CompiledModel:
         return np.hstack([*parts, onehot])[:, self.support]
 
     def predict_encoded(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(self.transform(num, cat))[:, 1]
+        return self.predict_transformed(self.transform(num, cat))
 
     def predict_transformed(self, rows: np.ndarray) -> np.ndarray:
+        if self.scorer is not None:
+            return self.scorer(rows)
         return self.estimator.predict_proba(rows)[:, 1]
 
 
@@ -78,6 +91,7 @@ class CalibratedScores:
         (inner,) = calibrated.calibrated_classifiers_
         if inner.method not in ("sigmoid", "isotonic") or len(calibrated.classes_) != 2:
             raise ValueError("unknown calibration")
+        self.calibrated = calibrated
         self.estimator = inner.estimator
         self.calibrator = inner.calibrators[0]
         self.method = ("decision_function" if hasattr(self.estimator, "decision_function")
@@ -85,10 +99,14 @@ class CalibratedScores:
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         scores = getattr(self.estimator, self.method)(rows)
-        scores = scores[:, 1] if scores.ndim == 2 else scores
+        positive = self.calibrate(scores[:, 1] if scores.ndim == 2 else scores)
+        return np.column_stack([1.0 - positive, positive])
+
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """The calibration map on the model's scores: positive-class probabilities."""
         positive = self.calibrator.predict(scores)
         positive[(positive > 1.0) & (positive <= 1.0 + 1e-5)] = 1.0
-        return np.column_stack([1.0 - positive, positive])
+        return positive
 
 
 def _final_estimator(estimator: Any) -> Any:

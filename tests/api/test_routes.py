@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from churn.errors import ChurnError
 from churn.serve import Settings, create_app
 from tests.api.conftest import TOKEN, settings
 from tests.conftest import CHAMPION_JSON
@@ -30,6 +31,21 @@ def test_health_ready_and_model(client, in_served):
     assert model["run_id"] == champion["run_id"] and model["metrics"]["roc_auc"] > 0.8
     assert model["as_of"] == "2024-01-31" and model["online_as_of"] == "2024-02-29"
     assert "git_commit" in model and len(model["features"]) == 20
+    # histogram boosting runs on treelite once it matched the Pipeline at load
+    runtime = model["runtime"]
+    assert runtime["name"] == "treelite" and runtime["fallback_reason"] is None
+    assert runtime["checked_rows"] > 0 and runtime["max_abs_diff"] <= 1e-9
+
+
+def test_a_forced_runtime_that_cannot_run_the_model_serves_the_exact_path(in_served, caplog):
+    with TestClient(create_app(settings(runtime="onnx"))) as c:
+        runtime = c.get("/model").json()["runtime"]
+        assert runtime["name"] == "sklearn" and runtime["wanted"] == "onnx"
+        assert "skl2onnx cannot convert" in runtime["fallback_reason"]
+        assert c.post("/predict", json={"user_id": "SF-0000001"}).status_code == 200
+    assert "runtime sklearn (exact path); onnx: skl2onnx cannot convert" in caplog.text
+    with pytest.raises(ChurnError, match="CHURN_RUNTIME='gpu'"):
+        settings(runtime="gpu")
 
 
 def test_predict_by_user_id_and_by_features_agree(client, record):

@@ -154,6 +154,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                 "model_uri", "git_commit", "data_sha256", "decided_at", "reason")  # fmt: skip
         out = {k: e.get(k) for k in keys}
         out["champion_from"] = settings.champion_from
+        out["runtime"] = bundle.champion.runtime
         out["online_as_of"] = bundle.online_as_of
         out["n_online_users"] = len(bundle.row_of)
         out["features"] = [f["name"] for f in bundle.champion.contract["features"]]
@@ -197,11 +198,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         else:
             served = bundle.champion
             clean = validate_record(body.features or {}, served.contract, ["features"])
-            frame = pd.DataFrame([clean])
 
             def score_of(s: Served) -> float:
-                num, cat = s.compiled.encode(frame)
-                return float(s.compiled.predict_encoded(num, cat)[0])
+                return float(s.compiled.predict_encoded(*s.compiled.encode_record(clean))[0])
 
         score = score_of(served)
         if settings.shadow:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn import modelfile, registry
+from churn import modelfile, registry, runtimes
 from churn.errors import ChurnError
 from churn.fastpath import CompiledModel, compile_pipeline
 from churn.serving.settings import Settings
@@ -34,6 +34,7 @@ class Served:
     contract: dict[str, Any]
     compiled: CompiledModel
     transformed: np.ndarray  # the online table through this model's preprocessing
+    runtime: dict[str, Any]  # churn.runtimes.adopt's report: which runtime, and why
 
     @property
     def version(self) -> str:
@@ -52,7 +53,7 @@ class Bundle:
     loaded_at: float = field(default_factory=time.time)
 
 
-def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Served:
+def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime: str) -> Served:
     path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
     contract_path = registry.contract_file(entry)
     if not contract_path.exists():
@@ -68,8 +69,17 @@ def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame) -> Serve
     compiled = compile_pipeline(pipeline, sample)
     if compiled is None:
         raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
+    reference = pipeline.predict_proba(sample[list(compiled.features)])[:, 1]
+    compiled, report = runtimes.adopt(compiled, compiled.transform(*compiled.encode(sample)),
+                                      reference, runtime)  # fmt: skip
+    if report["fallback_reason"]:
+        log.warning("version %s: runtime sklearn (exact path); %s", entry["version"],
+                    report["fallback_reason"])  # fmt: skip
+    else:
+        log.info("version %s: runtime %s (%s)", entry["version"], report["name"],
+                 report["tried"][report["name"]])  # fmt: skip
     num, cat = compiled.encode(online)
-    return Served(role, entry, contract, compiled, compiled.transform(num, cat))
+    return Served(role, entry, contract, compiled, compiled.transform(num, cat), report)
 
 
 def challenger_entry(settings: Settings, champion: dict[str, Any]) -> dict[str, Any] | None:
@@ -126,13 +136,13 @@ def load_bundle(settings: Settings) -> Bundle:
     """Read the registry and features; raise ChurnError with the reason when not servable."""
     entry = champion_entry(settings)
     online, online_as_of = _online_table(settings, entry)
-    champion = _load_model(entry, registry.CHAMPION, online)
+    champion = _load_model(entry, registry.CHAMPION, online, settings.runtime)
     challenger = None
     if settings.canary_fraction > 0 or settings.shadow:
         ch = challenger_entry(settings, entry)
         if ch is not None:
             try:
-                challenger = _load_model(ch, registry.CHALLENGER, online)
+                challenger = _load_model(ch, registry.CHALLENGER, online, settings.runtime)
             except ChurnError as exc:
                 log.warning("challenger not loaded: %s", exc)
     row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from churn import registry
 from churn.errors import ChurnError
+from churn.runtimes import RUNTIMES
 
 log = logging.getLogger("churn.serve")
 
@@ -38,6 +39,10 @@ class Settings:
     # CHURN_RUN_DIR: shared by the workers of one `churn serve`; a reload in one worker is
     # announced there and every other worker follows before its next answer
     run_dir: Path | None = None
+    # CHURN_RUNTIME: what scores a preprocessed row (churn.runtimes): auto (numpy for
+    # linear models, treelite for trees, each only when it matches the Pipeline within
+    # 1e-9 at load), numpy, treelite, onnx, or sklearn (the exact path)
+    runtime: str = "auto"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,12 +62,15 @@ class Settings:
             poll_seconds=float(env.get("CHURN_POLL_SECONDS", "0")),
             run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
             champion_from=env.get("CHURN_CHAMPION_FROM", "file"),
+            runtime=env.get("CHURN_RUNTIME", "auto"),
         )
 
     def __post_init__(self) -> None:
         if self.champion_from not in CHAMPION_SOURCES:
             raise ChurnError(f"CHURN_CHAMPION_FROM={self.champion_from!r}: use one of "
                              f"{', '.join(CHAMPION_SOURCES)}")  # fmt: skip
+        if self.runtime not in RUNTIMES:
+            raise ChurnError(f"CHURN_RUNTIME={self.runtime!r}: use one of {', '.join(RUNTIMES)}")
 
 
 CHAMPION_SOURCES = ("file", "alias")
