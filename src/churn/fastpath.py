@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CalibratedScores:
         if inner.method not in ("sigmoid", "isotonic") or len(calibrated.classes_) != 2:
             raise ValueError("unknown calibration")
         self.calibrated = calibrated
+        self.method_name = inner.method
         self.estimator = inner.estimator
         self.calibrator = inner.calibrators[0]
         self.method = ("decision_function" if hasattr(self.estimator, "decision_function")
@@ -103,8 +105,13 @@ class CalibratedScores:
         return np.column_stack([1.0 - positive, positive])
 
     def calibrate(self, scores: np.ndarray) -> np.ndarray:
-        """The calibration map on the model's scores: positive-class probabilities."""
-        positive = self.calibrator.predict(scores)
+        """The calibration map on the model's scores: positive-class probabilities. The
+        sigmoid map is `_SigmoidCalibration.predict`'s own expression, without its input
+        check (~20 µs a call)."""
+        if self.method_name == "sigmoid":
+            positive = expit(-(self.calibrator.a_ * scores + self.calibrator.b_))
+        else:
+            positive = self.calibrator.predict(scores)
         positive[(positive > 1.0) & (positive <= 1.0 + 1e-5)] = 1.0
         return positive
 
