@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -368,26 +369,62 @@ def serve(
     (run_dir / "metrics").mkdir()
     os.environ["CHURN_RUN_DIR"] = str(run_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    options = dict(
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,  # churn.access logs one structured line per request
+        # asyncio's loop, not uvloop: under overload uvloop served some connections a
+        # quarter less often than others (64 connections, one worker: the least-served
+        # got 67-88 % of the mean answers, asyncio 98-99 %) and the c=64 p99 was 10-20x
+        # p50; the same p50 and throughput on both (benchmarks/serving)
+        loop=SERVE_LOOP,
+    )
     try:
-        uvicorn.run(
-            "churn.serve:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            access_log=False,  # churn.access logs one structured line per request
-            # asyncio's loop, not uvloop: under overload uvloop served some connections a
-            # quarter less often than others (64 connections, one worker: the least-served
-            # got 67-88 % of the mean answers, asyncio 98-99 %) and the c=64 p99 was 10-20x
-            # p50; the same p50 and throughput on both (benchmarks/serving)
-            loop=SERVE_LOOP,
-        )
+        if workers == 1:
+            uvicorn.run("churn.serve:create_app", **options)
+        else:  # uvicorn.run's multiprocess branch, a listening socket per worker
+            _workers(uvicorn.Config("churn.serve:create_app", **options)).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 SERVE_LOOP = "asyncio"
+
+
+def worker_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """One worker's own listening socket: SO_REUSEPORT, so the kernel spreads connections
+    over the workers by a hash of each connection, and proto IPPROTO_TCP, so asyncio sets
+    TCP_NODELAY on what it accepts. uvicorn's --workers shares one socket bound with proto 0:
+    Nagle held every keep-alive answer for the client's delayed ACK (~44 ms each,
+    Kludex/uvicorn#3149), and whichever worker woke first accepted a whole burst of
+    connections (wrk's 64 often all on one worker: 0.4-2.1x one worker's req/s)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def _workers(config: Any) -> Any:
+    """uvicorn's supervisor (restarts, health checks, signals) handing each worker process
+    it starts a socket of its own (`worker_listener`)."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Workers(Multiprocess):
+        @property
+        def sockets(self) -> list[socket.socket]:  # read once per worker started
+            return [worker_listener(config.host, config.port, config.backlog)]
+
+        @sockets.setter
+        def sockets(self, value: list[socket.socket]) -> None:
+            pass
+
+    return Workers(config, sockets=[])
 
 
 registry_app = typer.Typer(

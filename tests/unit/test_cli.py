@@ -44,3 +44,47 @@ def test_flags_read_as_flags_in_help():
         assert sub.exit_code == 0
         assert "<bool>" not in sub.output
     assert "--dry-run " in runner.invoke(app, ["promote", "--help"]).output
+
+
+def test_worker_listeners_share_the_port_spread_connections_and_set_nodelay():
+    """`churn serve --workers N` gives each worker its own SO_REUSEPORT socket marked TCP:
+    uvicorn's shared socket (proto 0) left Nagle on (every keep-alive answer waited ~44 ms
+    for a delayed ACK) and let one worker accept a whole burst of connections."""
+    import asyncio
+    import socket
+
+    from churn.cli import worker_listener
+    from tests.helpers import free_port
+
+    port = free_port()
+    listeners = [worker_listener("127.0.0.1", port) for _ in range(2)]
+    accepted: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        def protocol(which: int):
+            class Record(asyncio.Protocol):
+                def connection_made(self, transport):
+                    sock = transport.get_extra_info("socket")
+                    accepted.append(
+                        (which, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                    )
+                    transport.close()
+
+            return Record
+
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(protocol(i), sock=s) for i, s in enumerate(listeners)]
+        for _ in range(40):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+        for _ in range(200):
+            if len(accepted) == 40:
+                break
+            await asyncio.sleep(0.01)
+        for server in servers:
+            server.close()
+
+    asyncio.run(main())
+    assert len(accepted) == 40
+    assert all(nodelay for _, nodelay in accepted)
+    assert {which for which, _ in accepted} == {0, 1}  # both workers got connections
