@@ -51,7 +51,11 @@ def netns_refused() -> str | None:
 REFUSED = netns_refused()
 if REFUSED:
     print(f"test_team_replicas: skipped: {REFUSED}", file=sys.stderr)
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.serial,
+    pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
+]
 
 
 def ip(*args: str) -> None:
