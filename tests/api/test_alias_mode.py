@@ -20,8 +20,11 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def store(in_served, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{in_served / 'mlflow.db'}")
-    client = MlflowClient()
+    uri = f"sqlite:///{in_served / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # the URI named, not read: mlflow keeps the last set_tracking_uri of this process (an
+    # earlier test's store when the test files run in another order, as with pytest -n 2)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     return client
 
