@@ -442,6 +442,12 @@ def summary(r: dict) -> dict:
     }  # fmt: skip
 
 
+def table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+
+
 def render(r: dict) -> str:
     lines = ["# Serving benchmark", "",
              f"{r['machine']}; champion {r['model']} version {r['version']}; one worker each "
@@ -452,25 +458,24 @@ def render(r: dict) -> str:
     lines += [f"- {k}: **{v}**" for k, v in r["summary"].items()]
     lines += ["", "## Cold start to the first 200 (s)", ""]
     lines += [f"- {k}: {v}" for k, v in r["cold_start_s"].items()]
-    lines += ["", "## Load", "",
-              "| server | runtime | request | concurrency | req/s | p50 ms | p99 ms | errors | steal % |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for x in r["runs"]:
-        lines.append(f"| {x['server']} | {x['runtime'] or '—'} | {x['request']} | "
-                     f"{x['connections']} | {x['rps']:.0f} | {x['p50_ms']} | {x['p99_ms']} | "
-                     f"{x['errors']} | {x['cpu_steal_pct']} |")  # fmt: skip
+    lines += ["", "## Load", ""]
+    lines += table(["server", "runtime", "request", "concurrency", "req/s", "p50 ms", "p99 ms",
+                    "errors", "steal %"],
+                   [[x["server"], x["runtime"] or "—", x["request"], x["connections"],
+                     f"{x['rps']:.0f}", x["p50_ms"], x["p99_ms"], x["errors"], x["cpu_steal_pct"]]
+                    for x in r["runs"]])  # fmt: skip
     m = r["mixed"]
     lines += ["", "## Singles with batches running (churn serve, auto runtime)", "",
               f"Single by id at c=64 while 8 connections post 1 000-id batches: {m['singles']['rps']:.0f} "
               f"req/s, p50 {m['singles']['p50_ms']} ms, p99 {m['singles']['p99_ms']} ms, "
               f"{m['singles']['errors']} errors; the batches {m['batches']['rps']:.0f} req/s, "
               f"p50 {m['batches']['p50_ms']} ms, p99 {m['batches']['p99_ms']} ms.", "",
-              "## Workers (single by id, c=64; CPU from /proc: cores busy over the run)", "",
-              "| workers | req/s | p50 ms | p99 ms | server cores | wrk cores | req/s per server core |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for w, x in r["workers"].items():
-        lines.append(f"| {w} | {x['rps']:.0f} | {x['p50_ms']} | {x['p99_ms']} | "
-                     f"{x['server_cores']} | {x['wrk_cores']} | {x['rps_per_server_core']} |")  # fmt: skip
+              "## Workers (single by id, c=64; CPU from /proc: cores busy over the run)", ""]  # fmt: skip
+    lines += table(["workers", "req/s", "p50 ms", "p99 ms", "server cores", "wrk cores",
+                    "req/s per server core"],
+                   [[w, f"{x['rps']:.0f}", x["p50_ms"], x["p99_ms"], x["server_cores"],
+                     x["wrk_cores"], x["rps_per_server_core"]]
+                    for w, x in r["workers"].items()])  # fmt: skip
     ip = r["in_process"]
     lines += ["", "## Runtimes in process (preprocessed rows; max |diff| against the Pipeline)", "",
               f"Pipeline.predict_proba, 1 row: {ip['pipeline_predict_proba_1_row_us']} µs; one "
