@@ -11,11 +11,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from churn.errors import ChurnError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def round_floats(value: Any, digits: int = 6) -> Any:
@@ -72,6 +75,23 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False, engine="pyarrow", compression="snappy")
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table exactly as `write_parquet` writes the same data as pandas (the
+    pandas metadata included): the bytes, and so DVC's hashes, do not depend on which
+    library built the table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = table.replace_schema_metadata(None)
+    like_pandas = pa.Table.from_pandas(
+        plain.slice(0, 1).to_pandas(), schema=plain.schema, preserve_index=False
+    )
+    pq.write_table(plain.replace_schema_metadata(like_pandas.schema.metadata), path,
+                   compression="snappy")  # fmt: skip
 
 
 def sha256_file(path: str | Path) -> str:

@@ -30,7 +30,7 @@ from churn.evaluate import REPORTS_DIR
 from churn.ingest import MANIFEST, RAW_DIR
 from churn.io import atomic_write_text, read_json, require, write_json
 from churn.params import Params, load_params, update_params_file
-from churn.prepare import build_features, load_snapshot, split
+from churn.prepare import load_snapshot, split
 from churn.schema import ID, LABEL
 
 log = logging.getLogger("churn.monitor")
@@ -80,9 +80,8 @@ def check_month(champion: dict, as_of: str, params: Params, raw_dir: Path = RAW_
             f"{raw_dir / MANIFEST}: the champion's training snapshot {reference_as_of} is not "
             f"ingested (have {manifest['snapshots']}); the reference cannot be rebuilt"
         )
-    kinds = manifest["features"]
-    reference = build_features(load_snapshot(raw_dir, manifest, reference_as_of), kinds)
-    current = build_features(load_snapshot(raw_dir, manifest, as_of), kinds)
+    reference = load_snapshot(raw_dir, manifest, reference_as_of)
+    current = load_snapshot(raw_dir, manifest, as_of)
     _, test = split(reference, params.prepare.test_size, params.random_state)
     model = modelfile.load(registry.verified_artifact(champion))
     spec = {

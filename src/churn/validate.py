@@ -32,6 +32,18 @@ def _as_text(series: pd.Series) -> pd.Series:
     return text.mask(text == "")
 
 
+def all_distinct(values: pd.Series) -> bool:
+    """True when no present value occurs twice. Ids usually arrive sorted: one pass of
+    comparisons proves that; otherwise the values are hashed."""
+    present = values.dropna().to_numpy()
+    try:
+        if len(present) < 2 or bool((present[1:] > present[:-1]).all()):
+            return True
+    except TypeError:  # values that do not compare (mixed types)
+        pass
+    return bool(pd.Index(present).is_unique)
+
+
 def parse_number(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Return (float values, mask of present-but-unparseable or infinite values)."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
@@ -98,7 +110,8 @@ def coerce_column(
         text = _as_text(raw)
         parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
         bad = text.notna() & parsed.isna()
-        values = parsed.dt.strftime("%Y-%m-%d").astype(object).where(parsed.notna())
+        iso = np.datetime_as_string(parsed.to_numpy(), unit="D")  # strftime, in C
+        values = pd.Series(iso, index=raw.index, dtype=object).where(parsed.notna())
     else:
         values, bad = parse_number(raw)
 
@@ -118,8 +131,8 @@ def coerce_column(
     _check_nulls(frame, file, col, missing, default_null_rate, id_column)
 
     if kind == "id":
-        dup = values.duplicated(keep=False) & values.notna()
-        if dup.any():
+        if not all_distinct(values):
+            dup = values.duplicated(keep=False) & values.notna()
             raise fail("unique_id", f"{int(dup.sum())} rows share an id", dup)
     elif kind in ("count", "amount"):
         negative = values < 0
@@ -174,7 +187,7 @@ def check_same_ids(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str])
     base = pd.Index(tables[base_name][ID])
     for name in names[1:]:
         other = pd.Index(tables[name][ID])
-        if len(other) == len(base) and other.isin(base).all():
+        if other.equals(base) or (len(other) == len(base) and other.isin(base).all()):
             continue
         extra = other.difference(base)
         missing = base.difference(other)

@@ -1,9 +1,18 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from churn.errors import ChurnError
-from churn.prepare import build_features, feature_spec, join_snapshot, split
+from churn.io import write_parquet, write_table
+from churn.prepare import (
+    build_features,
+    feature_spec,
+    feature_table,
+    join_snapshot,
+    join_tables,
+    split,
+)
 
 
 def tiny_tables():
@@ -31,8 +40,30 @@ def test_join_is_one_row_per_user_sorted_with_label_last():
 def test_join_rejects_duplicate_users():
     tables = tiny_tables()
     tables["usage"] = pd.concat([tables["usage"], tables["usage"].head(1)])
-    with pytest.raises(pd.errors.MergeError):
+    with pytest.raises(ChurnError, match="'usage' does not hold the same users"):
         join_snapshot(tables)
+    tables = tiny_tables()
+    tables["users"] = pd.concat([tables["users"], tables["users"].head(1)])
+    with pytest.raises(ChurnError, match="'users': user_id is not unique"):
+        join_snapshot(tables)
+
+
+def test_join_refuses_tables_of_other_users_instead_of_pairing_rows_by_position():
+    tables = tiny_tables()
+    tables["usage"] = tables["usage"].assign(user_id=["a", "b", "c", "e"])
+    with pytest.raises(ChurnError, match="'usage' does not hold the same users"):
+        join_snapshot(tables)
+
+
+def test_arrow_tables_are_written_byte_for_byte_as_pandas_writes_them(tmp_path):
+    """The stage builds Arrow tables; DVC hashes must not change with the library."""
+    features = build_features(join_snapshot(tiny_tables()), KINDS)
+    write_parquet(features, tmp_path / "pandas.parquet")
+    arrow = {name: pa.Table.from_pandas(frame, preserve_index=False)
+             for name, frame in tiny_tables().items()}  # fmt: skip
+    write_table(feature_table(join_tables(arrow), KINDS), tmp_path / "arrow.parquet")
+    assert (tmp_path / "arrow.parquet").read_bytes() == (tmp_path / "pandas.parquet").read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "arrow.parquet"), features)
 
 
 def test_build_features_drops_dates_and_turns_bools_into_floats():

@@ -4,7 +4,14 @@ import pytest
 
 from churn.errors import DataValidationError
 from churn.schema import ID, Column, Table, course_table
-from churn.validate import check_same_ids, coerce_column, parse_bool, parse_number, validate_table
+from churn.validate import (
+    all_distinct,
+    check_same_ids,
+    coerce_column,
+    parse_bool,
+    parse_number,
+    validate_table,
+)
 
 
 def test_parse_number_turns_blanks_into_missing_and_flags_text():
@@ -70,3 +77,33 @@ def test_nullable_category_within_limit_is_kept():
     table = Table("t", (Column(ID, "id"), Column("plan", "category", max_null_rate=0.5)))
     out = validate_table(frame(plan=["a", None, "b", "c"]), table, "t.csv", 0.0)
     assert out["plan"].isna().sum() == 1
+
+
+@pytest.mark.parametrize(
+    "ids, distinct",
+    [
+        (["a", "b", "c"], True),  # sorted: proved by one pass of comparisons
+        (["c", "a", "b"], True),  # unsorted: hashed
+        (["a", "b", "b"], False),  # sorted with a repeat is not strictly increasing
+        (["b", "a", "b"], False),
+        (["a", None, "b", None], True),  # missing values are the null rule's business
+        ([3, "a", 3], False),  # values that do not compare are still hashed
+    ],
+)
+def test_all_distinct(ids, distinct):
+    assert all_distinct(pd.Series(ids, dtype=object)) is distinct
+
+
+@pytest.mark.parametrize("ids", [["a", "b", "b", "c"], ["b", "c", "a", "b"]])
+def test_a_repeated_id_is_refused_sorted_or_not(ids):
+    frame = pd.DataFrame({ID: ids})
+    with pytest.raises(DataValidationError, match="unique_id") as err:
+        coerce_column(frame, "users.csv", Column(ID, "id", max_null_rate=0.0), 0.05)
+    assert "2 rows share an id (e.g. user_id b, b)" in str(err.value)
+
+
+def test_dates_are_rewritten_as_iso_text():
+    frame = pd.DataFrame({ID: ["a", "b", "c"], "signup_date": ["2024-01-05", "2024-1-5", None]})
+    values = coerce_column(frame, "users.csv", Column("signup_date", "date"), 0.5)
+    assert values.tolist()[:2] == ["2024-01-05", "2024-01-05"] and pd.isna(values[2])
+    assert values.dtype == object and isinstance(values[0], str)
