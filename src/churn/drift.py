@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from churn import modelfile
 from churn.evaluate import REPORTS_DIR
 from churn.io import atomic_write_text, read_json, require, round_floats, write_json
-from churn.model import feature_names
+from churn.model import churn_scores, feature_names
 from churn.params import DriftParams, Params
 from churn.prepare import PREPARED_DIR
 from churn.train import MODEL_FILE, MODELS_DIR
@@ -154,8 +154,8 @@ def drift_report(
     n_reference, n_current = len(reference), len(current)
     reference = _sample(reference, p.max_rows, random_state)
     current = _sample(current, p.max_rows, random_state)
-    ref_scores = model.predict_proba(reference[names])[:, 1]
-    cur_scores = model.predict_proba(current[names])[:, 1]
+    ref_scores = churn_scores(model, reference, names)
+    cur_scores = churn_scores(model, current, names)
     has_labels = label in current.columns
     extra = {SCORE: "numerical"}
     reference = reference.assign(**{SCORE: ref_scores})
@@ -185,7 +185,7 @@ def drift_report(
             "label_flip_rate": _label_flip_rate(reference, current, id_col, label),
         }
         y_test = test[label].astype(int).to_numpy()
-        auc_reference = float(roc_auc_score(y_test, model.predict_proba(test[names])[:, 1]))
+        auc_reference = float(roc_auc_score(y_test, churn_scores(model, test, names)))
         # only users the model did not train on: scoring its training rows would flatter it
         trained_on = set(reference[id_col]) - set(test[id_col])
         unseen = ~current[id_col].isin(trained_on).to_numpy()

@@ -34,7 +34,7 @@ from churn.io import (
     sha256_file,
     write_json,
 )
-from churn.model import feature_names
+from churn.model import churn_scores, feature_names
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
 from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR, SUMMARY_FILE
@@ -210,9 +210,8 @@ def run(
     model: Pipeline = modelfile.load(model_path)
     test = pd.read_parquet(test_path)
     names = feature_names(spec)
-    x = test[names]
     y = test[spec["label"]].astype(int).to_numpy()
-    scores = model.predict_proba(x)[:, 1]
+    scores = churn_scores(model, test, names)
     threshold = float(contract["threshold"])  # train chose it (train.threshold: auto)
     metrics = compute_metrics(y, scores, threshold, spec["n_train"])
     if metrics["roc_auc"] >= LEAK_MODEL_AUC and "*" not in params.train.allow_leaky:
@@ -225,9 +224,10 @@ def run(
     value = money(y, scores, values, threshold, params.decision)
     oot = None
     if spec.get("oot_as_of"):
-        later = pd.read_parquet(prepared_dir / "oot.parquet")
+        later = pd.read_parquet(prepared_dir / "oot.parquet", columns=[*names, spec["label"]])
         y_oot = later[spec["label"]].astype(int).to_numpy()
-        oot_scores = model.predict_proba(later[names])[:, 1]
+        oot_scores = churn_scores(model, later, names)
+        del later
         oot_metrics = compute_metrics(y_oot, oot_scores, threshold, 0)
         oot = {"as_of": spec["oot_as_of"], **{k: oot_metrics[k] for k in OOT_KEYS}}
         log.info("out of time (%s, %d users): roc_auc %.4f  ece %.4f", spec["oot_as_of"],
@@ -260,7 +260,7 @@ def run(
     confusion = pd.DataFrame({"actual": y, "predicted": predicted})
     atomic_write_text(plots_dir / "confusion.csv", confusion.to_csv(index=False))
     log.info("computing permutation importance on up to %d rows", params.evaluate.importance_rows)
-    ranks = importance(model, x, y, params.evaluate.importance_rows, params.random_state)
+    ranks = importance(model, test[names], y, params.evaluate.importance_rows, params.random_state)
     write_json(plots_dir / "importance.json", {"importance": ranks}, digits=5)
 
     if track:

@@ -138,6 +138,19 @@ def build_pipeline(
     )
 
 
+# Rows scored per predict_proba call: the Pipeline's transformed copy of a 10 M-row frame
+# (imputed numbers, indicators, one-hot columns, float64) would take ~3 GB at once.
+SCORE_BLOCK_ROWS = 262_144
+
+
+def churn_scores(model: Pipeline, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Churn probabilities of every row (predict_proba[:, 1]), a block of rows at a time;
+    every row's score is computed alone, so the blocks do not change it."""
+    blocks = [model.predict_proba(frame.iloc[start:start + SCORE_BLOCK_ROWS][names])[:, 1]
+              for start in range(0, max(len(frame), 1), SCORE_BLOCK_ROWS)]  # fmt: skip
+    return np.concatenate(blocks)
+
+
 def fit_pipeline(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> Pipeline:
     """Fit, then drop machine-specific state (thread counts; see churn.modelfile)."""
     pipeline.fit(x, y)

@@ -35,7 +35,7 @@ from churn.io import (
     sha256_file,
     write_json,
 )
-from churn.model import feature_names
+from churn.model import churn_scores, feature_names
 from churn.params import Params, PromoteParams
 from churn.prepare import PREPARED_DIR
 from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR
@@ -92,7 +92,7 @@ def evaluate_gates(
     """Every gate with value, threshold and verdict; also the measured latency (ms)."""
     names = feature_names({"features": candidate.contract["features"]})
     y = test[candidate.contract["label"]].astype(int).to_numpy()
-    scores = candidate.model.predict_proba(test[names])[:, 1]
+    scores = churn_scores(candidate.model, test, names)
     m = candidate.metrics
     gates = [
         gate("quality_floor_roc_auc", m["roc_auc"], p.min_roc_auc, m["roc_auc"] >= p.min_roc_auc),
@@ -105,7 +105,7 @@ def evaluate_gates(
         champ_names = feature_names({"features": _features(champion)}) or names
         lacking = [n for n in champ_names if n not in test.columns]
         if champion_model is not None and not lacking:
-            champ_scores = champion_model.predict_proba(test[champ_names])[:, 1]
+            champ_scores = churn_scores(champion_model, test, champ_names)
             champ_value = compute_metrics(y, champ_scores, threshold, 0)[p.metric]
             basis = "both scored on this test set"
         else:

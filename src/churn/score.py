@@ -23,7 +23,7 @@ from churn.decision import customer_values, expected_gain, value_basis
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, lift_table, quantile_bins
 from churn.io import read_json, require, round_floats, write_json, write_parquet
-from churn.model import feature_names
+from churn.model import churn_scores, feature_names
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
 
@@ -54,7 +54,7 @@ def score_users(
     if lacking:
         raise ChurnError(f"the champion needs features the newest snapshot lacks: {lacking[:5]}")
     threshold = float(contract["threshold"])
-    probability = model.predict_proba(online[names])[:, 1]
+    probability = churn_scores(model, online, names)
     gain = expected_gain(probability, customer_values(online, p), p)
     # rank by probability, ties by id (the online table is sorted by id): stable everywhere
     order = np.argsort(-probability, kind="stable")

@@ -177,7 +177,8 @@ def run(
     if not spec_path.exists() or not train_path.exists():
         raise ChurnError(f"{prepared_dir}: prepared data not found; run `churn prepare` first")
     spec = read_json(spec_path)
-    train = pd.read_parquet(train_path)
+    # the model's columns only: 8 M users' ids alone are ~0.5 GB of Python strings
+    train = pd.read_parquet(train_path, columns=[*feature_names(spec), spec["label"]])
     log.info("training on %d rows x %d features (train.model: %s)", len(train),
              len(spec["features"]), params.train.model)  # fmt: skip
     trained = fit(train, spec, params)

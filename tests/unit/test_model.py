@@ -84,3 +84,17 @@ def test_out_of_fold_probabilities_rank_alike_with_and_without_calibration(model
         assert len(per_fold) == p.cv_folds and ((probability >= 0) & (probability <= 1)).all()
         aucs[calibration] = np.mean(per_fold)
     assert aucs["none"] > 0.8 and abs(aucs["none"] - aucs["sigmoid"]) < 0.02, aucs
+
+
+@pytest.mark.parametrize("model", ["hist_gb", "logistic_regression"])
+def test_scoring_a_block_of_rows_at_a_time_gives_every_row_the_same_score(model, monkeypatch):
+    import churn.model
+
+    frame = quirky_frame(n=1000)
+    names = ["hours", "constant", "tv", "plan"]
+    pipeline = fit_pipeline(build_pipeline(SPEC, TrainParams(model=model), 0), frame[names],
+                            frame["churn_label"])  # fmt: skip
+    whole = pipeline.predict_proba(frame[names])[:, 1]
+    monkeypatch.setattr(churn.model, "SCORE_BLOCK_ROWS", 64)  # 16 blocks, the last short
+    blocked = churn.model.churn_scores(pipeline, frame, names)
+    assert blocked.shape == whole.shape and np.array_equal(blocked, whole)
