@@ -74,8 +74,30 @@ def _stable_html(html: str) -> str:
     return _RANDOM_IDS.sub(renumber, html)
 
 
+def _sample_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """The rows `DataFrame.sample(n=max_rows, random_state=seed)` picks; None: all."""
+    if n_rows <= max_rows:
+        return None
+    return np.random.RandomState(seed).choice(n_rows, size=max_rows, replace=False)
+
+
 def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    return frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
+    rows = _sample_rows(len(frame), max_rows, seed)
+    return frame if rows is None else frame.take(rows)
+
+
+def read_sample(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """`_sample` of a parquet table, read as Arrow so that only the sample becomes pandas
+    (10 M users: ~2.5 GB a table otherwise), and the table's row count."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = _sample_rows(len(table), max_rows, seed)
+    if rows is None:
+        return table.to_pandas(), len(table)
+    frame = table.take(rows).to_pandas()
+    frame.index = pd.Index(rows)  # the labels DataFrame.sample keeps
+    return frame, len(table)
 
 
 def _column_results(metrics: list[dict]) -> dict[str, dict]:
@@ -147,11 +169,13 @@ def drift_report(
     spec: dict,
     p: DriftParams,
     random_state: int,
+    sizes: tuple[int, int] | None = None,
 ) -> DriftResult:
-    """Feature drift, prediction drift and (when current has labels) target and concept drift."""
+    """Feature drift, prediction drift and (when current has labels) target and concept drift.
+    `sizes`: the tables' row counts when `reference` and `current` are `read_sample`s."""
     names = feature_names(spec)
     label, id_col = spec["label"], spec["id"]
-    n_reference, n_current = len(reference), len(current)
+    n_reference, n_current = sizes or (len(reference), len(current))
     reference = _sample(reference, p.max_rows, random_state)
     current = _sample(current, p.max_rows, random_state)
     ref_scores = churn_scores(model, reference, names)
@@ -288,13 +312,15 @@ def run(
                                                 "test.parquet", "features.json")),
             models_dir / MODEL_FILE)  # fmt: skip
     spec = read_json(prepared_dir / "features.json")
-    reference = pd.read_parquet(prepared_dir / "reference.parquet")
-    current = pd.read_parquet(prepared_dir / "current.parquet")
+    p, seed = params.drift, params.random_state
+    reference, n_reference = read_sample(prepared_dir / "reference.parquet", p.max_rows, seed)
+    current, n_current = read_sample(prepared_dir / "current.parquet", p.max_rows, seed)
     test = pd.read_parquet(prepared_dir / "test.parquet")
     model = modelfile.load(models_dir / MODEL_FILE)
     log.info("drift %s -> %s (%d vs %d rows)", spec["as_of"], spec["current_as_of"],
-             len(reference), len(current))  # fmt: skip
-    result = drift_report(reference, current, test, model, spec, params.drift, params.random_state)
+             n_reference, n_current)  # fmt: skip
+    result = drift_report(reference, current, test, model, spec, p, seed,
+                          sizes=(n_reference, n_current))  # fmt: skip
     write_json(reports_dir / "drift.json", result.summary)
     atomic_write_text(reports_dir / "drift.html", result.html)
     s = result.summary

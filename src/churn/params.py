@@ -121,6 +121,9 @@ class TrainParams(_Frozen):
     cv_max_rows: int = Field(
         50_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
     )
+    fit_max_rows: int | None = Field(
+        2_000_000, ge=1000, description="the final fit on a seeded sample above (null: all)"
+    )
     threshold: float | Literal["auto"] = Field(
         "auto", description="churn decision threshold, or auto: the most net value (decision)"
     )

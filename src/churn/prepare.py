@@ -44,10 +44,12 @@ def join_tables(tables: Mapping[str, pa.Table]) -> pa.Table:
     columns: dict[str, pa.ChunkedArray] = {}
     for name in names:
         table = tables[name]
-        table = table.take(pc.sort_indices(table, sort_keys=[(ID, "ascending")]))
+        ordered = _strictly_increasing(table[ID])  # usual: no copy, and unique by that
+        if not ordered:
+            table = table.take(pc.sort_indices(table, sort_keys=[(ID, "ascending")]))
         if ids is None:
             ids = table[ID]
-            if pc.count_distinct(ids, mode="all").as_py() != len(ids):
+            if not ordered and pc.count_distinct(ids, mode="all").as_py() != len(ids):
                 raise ChurnError(f"table '{name}': {ID} is not unique; one row per user")
             columns[ID] = ids
         elif not table[ID].equals(ids):
@@ -57,6 +59,14 @@ def join_tables(tables: Mapping[str, pa.Table]) -> pa.Table:
             )
         columns.update((col, table[col]) for col in table.column_names if col != ID)
     return pa.table(columns)
+
+
+def _strictly_increasing(values: pa.ChunkedArray) -> bool:
+    values = values.combine_chunks()
+    if len(values) < 2:
+        return True
+    after = pc.greater(values.slice(1), values.slice(0, len(values) - 1))
+    return bool(pc.all(pc.fill_null(after, False)).as_py())
 
 
 def feature_table(joined: pa.Table, kinds: dict[str, str]) -> pa.Table:

@@ -88,20 +88,34 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
     for name in capped:
         log.info("'%s': %d levels; the %d most frequent are kept, the rest are 'infrequent'",
                  name, train[name].nunique(), p.max_categories - 1)  # fmt: skip
-    x, y = train[names], train[spec["label"]].astype(int)
-    # CV estimates (search, out-of-fold threshold) on a seeded sample of big tables
-    xs, ys = sample_rows(x, y, p.cv_max_rows, params.random_state)
-    summary: dict = {"rows": len(x), "cv_rows": len(xs), "folds": p.cv_folds}
+    y = train[spec["label"]].astype(int)
+    # Samples take their rows, then the model's columns: an 8 M-row table is never copied.
+    # CV estimates (search, out-of-fold threshold) on a seeded sample of big tables;
+    xs, ys = sample_rows(train, y, p.cv_max_rows, params.random_state)
+    xs = xs[names]
+    # the served model on one of very big tables: its memory grows with the rows (~1 GB a
+    # million, calibration folds included), its accuracy had stopped growing long before
+    xf, yf = (train, y) if p.fit_max_rows is None else sample_rows(train, y, p.fit_max_rows,
+                                                                  params.random_state)  # fmt: skip
+    xf = xf[names]
+    summary: dict = {
+        "rows": len(train),
+        "fit_rows": len(xf),
+        "cv_rows": len(xs),
+        "folds": p.cv_folds,
+    }
     if p.model == "auto":
         result = search(spec, xs, ys, p, params.random_state, capped)
         model, settings = result.winner.model, result.winner.settings
         summary["search"] = {"winner": result.winner.label, "candidates": result.table}
     else:
         model, settings = p.model, getattr(p, p.model)
-    log.info("fitting %s (calibration: %s, %d folds) on %d rows", model, p.calibration,
-             p.cv_folds, len(x))  # fmt: skip
+    log.info("fitting %s (calibration: %s, %d folds) on %d rows%s", model, p.calibration,
+             p.cv_folds, len(xf), "" if len(xf) == len(train) else
+             f" (a seeded sample of {len(train)}: train.fit_max_rows)")  # fmt: skip
     pipeline = build_pipeline(spec, p, params.random_state, capped, model, settings)
-    fit_pipeline(pipeline, x, y)
+    fit_pipeline(pipeline, xf, yf)
+    del xf, yf
     base = build_pipeline(spec, p, params.random_state, capped, model, settings, calibrate=False)
     probability, per_fold = out_of_fold(pipeline, base, xs, ys, p, params.random_state)
     values = customer_values(xs, params.decision)

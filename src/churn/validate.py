@@ -110,8 +110,10 @@ def coerce_column(
         text = _as_text(raw)
         parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
         bad = text.notna() & parsed.isna()
-        iso = np.datetime_as_string(parsed.to_numpy(), unit="D")  # strftime, in C
-        values = pd.Series(iso, index=raw.index, dtype=object).where(parsed.notna())
+        # strftime in C, once per distinct date; rows share its str
+        codes, dates = pd.factorize(parsed)
+        iso = np.datetime_as_string(dates.to_numpy(), unit="D").astype(object)
+        values = pd.Series(np.append(iso, np.nan)[codes], index=raw.index, dtype=object)
     else:
         values, bad = parse_number(raw)
 

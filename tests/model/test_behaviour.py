@@ -169,3 +169,22 @@ def test_auto_search_reaches_the_default_boosting_and_a_scaled_logistic_regressi
         ref = parse_params({"train": {"model": model, "threshold": 0.5, **settings}})
         ref_auc = compute_metrics(y, scores(fit(train, spec, ref).model, x), 0.5, 1)["roc_auc"]
         assert auc >= ref_auc - 0.005, (model, auc, ref_auc)
+
+
+def test_the_served_model_is_fitted_on_a_seeded_sample_of_a_table_above_fit_max_rows():
+    def trained(fit_max_rows):
+        train = {"model": "hist_gb", "fit_max_rows": fit_max_rows}
+        params = parse_params({"ingest": {"synthetic": {"n_users": 3000, "n_months": 1}},
+                               "train": train})  # fmt: skip
+        frame, spec = training_data(params)
+        result = fit(frame, spec, params)
+        return result, scores(result.model, frame[feature_names(spec)])
+
+    everything, all_scores = trained(None)
+    sampled, sampled_scores = trained(1000)
+    _, again_scores = trained(1000)
+    assert everything.summary["rows"] == everything.summary["fit_rows"] == 3000
+    assert sampled.summary["rows"] == 3000 and sampled.summary["fit_rows"] == 1000
+    assert np.array_equal(sampled_scores, again_scores)  # the sample is seeded
+    assert not np.array_equal(sampled_scores, all_scores)
+    assert trained(3000)[0].summary["fit_rows"] == 3000  # at the limit: every row
