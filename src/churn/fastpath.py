@@ -11,12 +11,14 @@ refuses (returns None) for a Pipeline shape it does not know, so callers fall ba
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class CalibratedScores:
         sigmoid map is `_SigmoidCalibration.predict`'s own expression, without its input
         check (~20 µs a call)."""
         if self.method_name == "sigmoid":
+            from scipy.special import expit  # here: a compiled.json start never needs scipy
+
             positive = expit(-(self.calibrator.a_ * scores + self.calibrator.b_))
         else:
             positive = self.calibrator.predict(scores)
@@ -204,3 +208,136 @@ def compile_pipeline(pipeline: Any, sample: pd.DataFrame, tolerance: float = 1e-
     if not np.allclose(fast, slow, rtol=0, atol=tolerance):
         return None
     return compiled
+
+
+# --- compiled.json: the numpy request path of a linear model, without sklearn ----------
+#
+# Loading the skops file imports sklearn and scipy (~2 s of a 4 s cold start). For a
+# (calibrated) logistic regression everything a request needs is a few arrays, so serve
+# writes them next to the model in the content store once (mlflow/models/<sha256>/), with
+# 500 sample rows and the Pipeline's own scores of them; later starts read the arrays and
+# take them only if they reproduce those scores within 1e-9. Numbers only: no code runs
+# from the file, and a file of another model (model_sha256) or format is ignored.
+
+COMPILED_FILE = "compiled.json"
+COMPILED_FORMAT = 1
+
+
+def linear_terms(compiled: CompiledModel) -> dict[str, Any] | None:
+    """Coefficients, intercept and sigmoid calibration of a binary logistic regression
+    (calibrated or not), or None for any other estimator."""
+    final, calibration = compiled.estimator, None
+    if isinstance(final, CalibratedScores):
+        if final.method_name != "sigmoid" or final.method != "decision_function":
+            return None
+        calibration = {"a": float(final.calibrator.a_), "b": float(final.calibrator.b_)}
+        final = final.estimator
+    coef = getattr(final, "coef_", None)
+    if type(final).__name__ != "LogisticRegression" or coef is None or coef.shape[0] != 1:
+        return None
+    return {"coef": coef[0].tolist(), "intercept": float(final.intercept_[0]),
+            "calibration": calibration}  # fmt: skip
+
+
+def linear_scorer(terms: dict[str, Any]):
+    """Positive-class probabilities of preprocessed rows from `linear_terms` (numpy only:
+    the decision function, then the calibration's sigmoid or the logistic link)."""
+    weights = np.asarray(terms["coef"], dtype="float64").reshape(-1, 1)
+    intercept = float(terms["intercept"])
+    calibration = terms["calibration"]
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        decision = (rows @ weights + intercept).reshape(-1)
+        if calibration is None:
+            return 1.0 / (1.0 + np.exp(-decision))
+        return 1.0 / (1.0 + np.exp(calibration["a"] * decision + calibration["b"]))
+
+    return score
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def compiled_payload(compiled: CompiledModel, model_sha256: str, num: np.ndarray,
+                     cat: np.ndarray, reference: np.ndarray) -> dict[str, Any] | None:  # fmt: skip
+    """What compiled.json holds for `compiled` (checked rows `num`/`cat` and the Pipeline's
+    scores of them), or None when its estimator is not linear."""
+    terms = linear_terms(compiled)
+    if terms is None:
+        return None
+    return {
+        "format": COMPILED_FORMAT,
+        "model_sha256": model_sha256,
+        "numeric": list(compiled.numeric),
+        "categorical": list(compiled.categorical),
+        "kept": compiled.kept.tolist(),
+        "medians": compiled.medians.tolist(),
+        "indicator": compiled.indicator.tolist(),
+        "mean": None if compiled.mean is None else compiled.mean.tolist(),
+        "scale": None if compiled.scale is None else compiled.scale.tolist(),
+        "categories": list(compiled.categories),
+        "widths": list(compiled.widths),
+        "defaults": list(compiled.defaults),
+        "support": compiled.support.tolist(),
+        "linear": terms,
+        "check": {
+            "num": [[_cell(v) for v in row] for row in num.tolist()],
+            "cat": [[_cell(v) for v in row] for row in cat.tolist()],
+            "scores": reference.tolist(),
+        },
+    }
+
+
+def write_compiled(path: Path, payload: dict[str, Any]) -> None:
+    from churn.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, allow_nan=False) + "\n")
+
+
+def read_compiled(path: Path, model_sha256: str) -> tuple[CompiledModel, float, int]:
+    """The CompiledModel of compiled.json with the numpy runtime, the largest difference
+    from the Pipeline's recorded scores and the rows checked; ValueError says why not."""
+    try:
+        payload = json.loads(path.read_bytes())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path.name} unreadable ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != COMPILED_FORMAT:
+        raise ValueError(f"{path.name}: format is not {COMPILED_FORMAT}")
+    if payload.get("model_sha256") != model_sha256:
+        raise ValueError(f"{path.name} was written for another model")
+    try:
+        numeric, categorical = tuple(payload["numeric"]), tuple(payload["categorical"])
+        compiled = CompiledModel(
+            numeric=numeric,
+            categorical=categorical,
+            kept=np.asarray(payload["kept"], dtype=int),
+            medians=np.asarray(payload["medians"], dtype="float64"),
+            indicator=np.asarray(payload["indicator"], dtype=int),
+            mean=None if payload["mean"] is None else np.asarray(payload["mean"], "float64"),
+            scale=None if payload["scale"] is None else np.asarray(payload["scale"], "float64"),
+            categories=tuple({str(k): int(v) for k, v in c.items()} for c in payload["categories"]),
+            widths=tuple(int(w) for w in payload["widths"]),
+            defaults=tuple(None if d is None else int(d) for d in payload["defaults"]),
+            support=np.asarray(payload["support"], dtype=bool),
+            estimator=None,
+            runtime="numpy",
+            scorer=linear_scorer(payload["linear"]),
+        )
+        check = payload["check"]
+        num = np.array([[np.nan if v is None else v for v in row] for row in check["num"]],
+                       dtype="float64").reshape(-1, len(numeric))  # fmt: skip
+        cat = np.empty((len(num), len(categorical)), dtype=object)
+        for i, row in enumerate(check["cat"]):
+            cat[i, :] = row
+        reference = np.asarray(check["scores"], dtype="float64")
+        diff = float(np.max(np.abs(compiled.predict_encoded(num, cat) - reference)))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path.name} malformed ({type(exc).__name__}: {exc})") from None
+    if not diff <= 1e-9:  # also NaN
+        raise ValueError(f"{path.name}: max |score - Pipeline score| {diff:.3g} > 1e-09")
+    return compiled, diff, len(num)

@@ -16,7 +16,14 @@ import pandas as pd
 
 from churn import modelfile, registry, runtimes
 from churn.errors import ChurnError
-from churn.fastpath import CompiledModel, compile_pipeline
+from churn.fastpath import (
+    COMPILED_FILE,
+    CompiledModel,
+    compile_pipeline,
+    compiled_payload,
+    read_compiled,
+    write_compiled,
+)
 from churn.serving.settings import Settings
 
 log = logging.getLogger("churn.serve")
@@ -64,22 +71,63 @@ def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime:
     if missing:
         raise ChurnError(f"online features lack {missing[:5]} required by version "
                          f"{entry['version']}")  # fmt: skip
+    compiled_path = path.parent / COMPILED_FILE
+    compiled, report = None, None
+    if runtime in ("auto", "numpy") and compiled_path.exists():
+        compiled, report = _from_compiled_file(compiled_path, entry, runtime)
+    if compiled is None:
+        compiled, report = _from_pipeline(path, entry, online, runtime, compiled_path)
+    num, cat = compiled.encode(online)
+    return Served(role, entry, contract, compiled, compiled.transform(num, cat), report)
+
+
+def _from_compiled_file(
+    path: Path, entry: dict[str, Any], runtime: str
+) -> tuple[CompiledModel | None, dict[str, Any] | None]:
+    """The numpy path from compiled.json without sklearn, or (None, None) with the reason
+    logged when the file cannot be used (then the Pipeline is loaded as always)."""
+    try:
+        compiled, diff, rows = read_compiled(path, entry["sha256"])
+    except ValueError as exc:
+        log.warning("version %s: %s; loading the Pipeline instead", entry["version"], exc)
+        return None, None
+    detail = f"max |score - Pipeline score| {diff:.3g} on {rows} rows recorded in {path.name}"
+    log.info("version %s: runtime numpy from %s (%s)", entry["version"], path.name, detail)
+    report = {"name": "numpy", "wanted": runtime, "checked_rows": rows, "max_abs_diff": diff,
+              "fallback_reason": None, "tried": {"numpy": detail},
+              "source": COMPILED_FILE}  # fmt: skip
+    return compiled, report
+
+
+def _from_pipeline(
+    path: Path, entry: dict[str, Any], online: pd.DataFrame, runtime: str, compiled_path: Path
+) -> tuple[CompiledModel, dict[str, Any]]:
+    """The compiled request path from the skops Pipeline, checked against it on sample
+    rows; writes compiled.json when the numpy runtime was adopted."""
     pipeline = modelfile.load(path)
     sample = online.sample(n=min(len(online), 500), random_state=0)
     compiled = compile_pipeline(pipeline, sample)
     if compiled is None:
         raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
     reference = pipeline.predict_proba(sample[list(compiled.features)])[:, 1]
-    compiled, report = runtimes.adopt(compiled, compiled.transform(*compiled.encode(sample)),
-                                      reference, runtime)  # fmt: skip
+    num, cat = compiled.encode(sample)
+    compiled, report = runtimes.adopt(compiled, compiled.transform(num, cat), reference,
+                                      runtime)  # fmt: skip
+    report["source"] = "pipeline"
     if report["fallback_reason"]:
         log.warning("version %s: runtime sklearn (exact path); %s", entry["version"],
                     report["fallback_reason"])  # fmt: skip
     else:
         log.info("version %s: runtime %s (%s)", entry["version"], report["name"],
                  report["tried"][report["name"]])  # fmt: skip
-    num, cat = compiled.encode(online)
-    return Served(role, entry, contract, compiled, compiled.transform(num, cat), report)
+    payload = compiled_payload(compiled, entry["sha256"], num, cat, reference)
+    if report["name"] == "numpy" and payload is not None:
+        try:
+            write_compiled(compiled_path, payload)
+            log.info("wrote %s: later starts need no sklearn", compiled_path)
+        except OSError as exc:  # a read-only store still serves
+            log.warning("could not write %s: %s", compiled_path, exc)
+    return compiled, report
 
 
 def challenger_entry(settings: Settings, champion: dict[str, Any]) -> dict[str, Any] | None:
