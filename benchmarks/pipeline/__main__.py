@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -125,7 +126,35 @@ def render(results: dict) -> str:
             f"{r['noop_repro_s']:.2f} | " + " | ".join(cells) +
             f" | {r['peak_rss_mb']:.0f} | {r['roc_auc']:.4f} |"
         )  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + growth(results)) + "\n"
+
+
+def growth(results: dict, small: str = "1000000x2", large: str = "10000000x2") -> list[str]:
+    """Per stage, time and peak memory at two sizes and the growth exponent
+    log(large / small) / log(users ratio): 1 is linear."""
+    runs = results["runs"]
+    if small not in runs or large not in runs:
+        return []
+    a, b = runs[small], runs[large]
+    scale = math.log(b["n_users"] / a["n_users"])
+
+    def exponent(x: float, y: float) -> str:
+        return f"{math.log(y / x) / scale:.2f}"
+
+    rows = [[stage, f"{a['stages'][stage]['wall_s']:.1f}", f"{b['stages'][stage]['wall_s']:.1f}",
+             exponent(a["stages"][stage]["wall_s"], b["stages"][stage]["wall_s"]),
+             f"{a['stages'][stage]['peak_rss_mb']:.0f}", f"{b['stages'][stage]['peak_rss_mb']:.0f}",
+             exponent(a["stages"][stage]["peak_rss_mb"], b["stages"][stage]["peak_rss_mb"])]
+            for stage in STAGES if stage in a["stages"] and stage in b["stages"]]  # fmt: skip
+    rows.append(["full repro", f"{a['full_repro_s']:.1f}", f"{b['full_repro_s']:.1f}",
+                 exponent(a["full_repro_s"], b["full_repro_s"]), f"{a['peak_rss_mb']:.0f}",
+                 f"{b['peak_rss_mb']:.0f}", exponent(a["peak_rss_mb"], b["peak_rss_mb"])])  # fmt: skip
+    header = ["stage", f"s at {a['n_users']:,}", f"s at {b['n_users']:,}", "time exponent",
+              f"MB at {a['n_users']:,}", f"MB at {b['n_users']:,}", "memory exponent"]  # fmt: skip
+    return ["", f"## Growth from {a['n_users']:,} to {b['n_users']:,} users ({a['n_months']} "
+            "months)", "", "Exponent: log(large / small) / log(10); 1 is linear.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
 
 
 def main() -> None:
