@@ -293,6 +293,25 @@ def compiled_payload(compiled: CompiledModel, model_sha256: str, num: np.ndarray
     }
 
 
+CHECK_ROWS = 500
+
+
+def check_sample(frame: pd.DataFrame) -> pd.DataFrame:
+    """The seeded rows a compiled path is checked on against its Pipeline."""
+    return frame.sample(n=min(len(frame), CHECK_ROWS), random_state=0)
+
+
+def compiled_for(pipeline: Any, sample: pd.DataFrame, model_sha256: str) -> dict[str, Any] | None:
+    """compiled.json's payload for a fitted Pipeline, checked on `sample`; None when its
+    shape or estimator has none."""
+    compiled = compile_pipeline(pipeline, sample)
+    if compiled is None:
+        return None
+    num, cat = compiled.encode(sample)
+    reference = pipeline.predict_proba(sample[list(compiled.features)])[:, 1]
+    return compiled_payload(compiled, model_sha256, num, cat, reference)
+
+
 def write_compiled(path: Path, payload: dict[str, Any]) -> None:
     from churn.io import atomic_write_text
 

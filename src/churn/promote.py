@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn import modelfile, registry, tracking
+from churn import fastpath, modelfile, registry, tracking
 from churn.errors import ChurnError
 from churn.evaluate import (
     REPORTS_DIR,
@@ -273,6 +273,7 @@ def run(
         if mode == "apply":
             _restore(params, candidate, champion, models_dir, registry_dir)
             registry.publish_online(prepared_dir, registry_dir)
+            _compile_for_serving(candidate, prepared_dir)
         report = champion.get("decision") or {
             "mode": mode,
             "decision": "already_champion",
@@ -301,8 +302,22 @@ def run(
         return report
     _apply(params, candidate, champion, report, latency, models_dir, registry_dir)
     registry.publish_online(prepared_dir, registry_dir)
+    _compile_for_serving(candidate, prepared_dir)
     write_served(registry_dir, reports_dir)
     return report
+
+
+def _compile_for_serving(candidate: Candidate, prepared_dir: Path) -> None:
+    """compiled.json beside the stored model (a linear one), so that no `churn serve` of it
+    needs sklearn, not even the first (churn.fastpath)."""
+    online = pd.read_parquet(prepared_dir / "online_features.parquet")
+    payload = fastpath.compiled_for(candidate.model, fastpath.check_sample(online),
+                                    candidate.sha256)  # fmt: skip
+    if payload is None:
+        return
+    path = registry.store_path(candidate.sha256).parent / fastpath.COMPILED_FILE
+    fastpath.write_compiled(path, payload)
+    log.info("wrote %s: `churn serve` starts without sklearn", path)
 
 
 def _register(

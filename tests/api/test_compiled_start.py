@@ -31,6 +31,9 @@ print(json.dumps({"sklearn": "sklearn" in sys.modules, "scipy": "scipy" in sys.m
 """
 
 
+LINEAR = {"ingest.synthetic.n_users": 800, "train.model": "logistic_regression"}
+
+
 @pytest.fixture(scope="module")
 def linear_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("linear")
@@ -38,7 +41,7 @@ def linear_dir(tmp_path_factory) -> Path:
     os.chdir(root)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     try:
-        p = small_params(**{"ingest.synthetic.n_users": 800, "train.model": "logistic_regression"})
+        p = small_params(**LINEAR)
         for stage in (ingest, prepare, train, evaluate, drift, promote):
             stage.run(p)
     finally:
@@ -100,3 +103,16 @@ def _first_user(root: Path) -> str:
     import pandas as pd
 
     return str(pd.read_parquet(root / "data/prepared/online_features.parquet")["user_id"].iloc[0])
+
+
+def test_promote_writes_compiled_json_so_even_the_first_start_needs_no_sklearn(
+    linear_dir, monkeypatch
+):
+    monkeypatch.chdir(linear_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{linear_dir / 'mlflow.db'}")
+    entry, compiled = _served(linear_dir)
+    compiled.unlink(missing_ok=True)
+    promote.run(small_params(**LINEAR))  # the champion again: restored, compiled.json written
+    assert json.loads(compiled.read_text())["model_sha256"] == entry["sha256"]
+    start = _second_start(linear_dir, _first_user(linear_dir))
+    assert start["source"] == COMPILED_FILE and start["sklearn"] is False

@@ -19,6 +19,7 @@ from churn.errors import ChurnError
 from churn.fastpath import (
     COMPILED_FILE,
     CompiledModel,
+    check_sample,
     compile_pipeline,
     compiled_payload,
     read_compiled,
@@ -105,7 +106,7 @@ def _from_pipeline(
     """The compiled request path from the skops Pipeline, checked against it on sample
     rows; writes compiled.json when the numpy runtime was adopted."""
     pipeline = modelfile.load(path)
-    sample = online.sample(n=min(len(online), 500), random_state=0)
+    sample = check_sample(online)
     compiled = compile_pipeline(pipeline, sample)
     if compiled is None:
         raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
