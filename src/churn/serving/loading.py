@@ -121,8 +121,10 @@ def _from_pipeline(
     else:
         log.info("version %s: runtime %s (%s)", entry["version"], report["name"],
                  report["tried"][report["name"]])  # fmt: skip
-    payload = compiled_payload(compiled, entry["sha256"], num, cat, reference)
-    if report["name"] == "numpy" and payload is not None:
+    payload = None
+    if report["name"] == "numpy":
+        payload = compiled_payload(compiled, entry["sha256"], num, cat, reference)
+    if payload is not None:
         try:
             write_compiled(compiled_path, payload)
             log.info("wrote %s: later starts need no sklearn", compiled_path)
