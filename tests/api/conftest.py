@@ -4,6 +4,8 @@ weaker challenger (version 2, skipped by promote)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,13 +17,26 @@ from tests.conftest import small_params
 TOKEN = "test-token"
 
 
-@pytest.fixture(scope="session")
-def served_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("served")
+@contextmanager
+def stages_in(root: Path) -> Iterator[None]:
+    """Run pipeline stages in `root` with its own MLflow store; cwd and URI restored."""
     old_cwd, old_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
     os.chdir(root)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    with stages_in(root):
         strong = small_params(**{"ingest.synthetic.n_users": 800})
         weak = small_params(**{"ingest.synthetic.n_users": 800, "train.hist_gb.max_iter": 10,
                                "train.hist_gb.max_leaf_nodes": 2})  # fmt: skip
@@ -32,12 +47,6 @@ def served_dir(tmp_path_factory) -> Path:
             evaluate.run(p)
             drift.run(p)
             promote.run(p)
-    finally:
-        os.chdir(old_cwd)
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_uri
     return root
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from churn import drift, evaluate, ingest, prepare, promote, registry, train
 from churn.fastpath import COMPILED_FILE
 from churn.serve import create_app
-from tests.api.conftest import settings
+from tests.api.conftest import settings, stages_in
 from tests.conftest import small_params
 
 # what a second start loads, printed by a fresh interpreter
@@ -37,19 +36,10 @@ LINEAR = {"ingest.synthetic.n_users": 800, "train.model": "logistic_regression"}
 @pytest.fixture(scope="module")
 def linear_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("linear")
-    old_cwd, old_uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    try:
+    with stages_in(root):
         p = small_params(**LINEAR)
         for stage in (ingest, prepare, train, evaluate, drift, promote):
             stage.run(p)
-    finally:
-        os.chdir(old_cwd)
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_uri
     return root
 
 
