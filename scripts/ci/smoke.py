@@ -96,6 +96,14 @@ def check(url: str, user_id: str) -> dict:
     model = httpx.get(f"{url}/model", timeout=10).json()
     if model.get("sha256") != champion["sha256"]:
         problems.append("GET /model sha256 differs from registry/champion.json")
+    from churn import registry
+
+    local = registry.local_lineage(champion["model_name"], champion)["run_id"]
+    if model.get("run_id") != local:
+        problems.append(
+            f"GET /model run_id {model.get('run_id')} is not the run of this MLflow "
+            f"store holding the champion ({local}, as `churn registry show` says)"
+        )
     bad = httpx.post(f"{url}/predict", json={"user_id": 42}, timeout=10)
     if bad.status_code != 422 or "user_id" not in bad.text:
         problems.append(f"a bad user_id got {bad.status_code}, not a 422 naming user_id")

@@ -340,15 +340,16 @@ def _restore(
     with registry.locked(registry_dir):
         # the committed number: a clone's fresh store would otherwise call version 2 "1"
         version, run_id = _register(params, candidate, models_dir, int(champion["version"]))
-        if tracking.alias_version(name, registry.CHAMPION) != version:
-            tracking.set_alias(name, registry.CHAMPION, version)
-            log.info("restored the champion into the local MLflow registry as version %s", version)
         # a clone's evaluate is up to date from git (its outs are committed), so the clone's
         # train run got no metrics: give it the committed ones
         if run_id is not None and not tracking.run_summary(run_id)["metrics"]:
             numeric = {k: v for k, v in candidate.metrics.items() if isinstance(v, int | float)}
             tracking.log_metrics(run_id, numeric, [])
-            log.info("logged the committed metrics to MLflow run %s", run_id)
+        if tracking.alias_version(name, registry.CHAMPION) != version:
+            tracking.set_alias(name, registry.CHAMPION, version)
+            log.info("restored champion version %s (sha256 %s…) into %s as run %s",
+                     version, candidate.sha256[:12], tracking.tracking_uri(), run_id)  # fmt: skip
+        registry.record_local_run(candidate.sha256, run_id)
 
 
 def _apply(

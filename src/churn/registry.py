@@ -37,7 +37,7 @@ from typing import Any
 
 from churn import modelfile, tracking
 from churn.errors import ChurnError
-from churn.io import atomic_copy, sha256_file
+from churn.io import atomic_copy, atomic_write_text, sha256_file
 
 log = logging.getLogger("churn.registry")
 
@@ -223,6 +223,38 @@ def store_artifacts(model_path: Path, contract_path: Path) -> Path:
     if not (target.exists() and sha256_file(target) == sha):
         atomic_copy(model_path, target)
     return target
+
+
+RUNS_FILE = "runs.json"  # the run holding the stored bytes, per tracking store
+
+
+def record_local_run(sha256: str, run_id: str | None) -> None:
+    """Note which run of this tracking store holds the stored bytes. champion.json's run_id
+    is the run of the machine that decided; a clone's store rebuilds the same bytes in a run
+    of its own. Serving reads this note to name a run id that resolves here, without
+    importing MLflow."""
+    if run_id is None or not RUN_ID.fullmatch(run_id):
+        return
+    path = store_path(sha256).parent / RUNS_FILE
+    runs = {**_recorded_runs(path), tracking.tracking_uri(): run_id}
+    atomic_write_text(path, json.dumps(runs, indent=2, sort_keys=True) + "\n")
+
+
+def _recorded_runs(path: Path) -> dict[str, str]:
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return runs if isinstance(runs, dict) else {}
+
+
+def local_run_id(entry: dict[str, Any]) -> str:
+    """The run id of the entry's bytes in this tracking store, as promote or rollback noted
+    it; champion.json's own run_id when nothing was noted here."""
+    run_id = _recorded_runs(store_path(entry["sha256"]).parent / RUNS_FILE).get(
+        tracking.tracking_uri()
+    )
+    return run_id if isinstance(run_id, str) and RUN_ID.fullmatch(run_id) else entry["run_id"]
 
 
 ONLINE_DIR = Path("mlflow") / "online"
@@ -458,6 +490,7 @@ def move_champion(entry: dict[str, Any], record: dict[str, Any], root: Path = RE
     write_champion(entry, root)
     crash_point("after_file")
     append_history(record, root)
+    record_local_run(entry["sha256"], entry["run_id"])
 
 
 def champion_record(entry: dict[str, Any], action: str, **extra: Any) -> dict[str, Any]:

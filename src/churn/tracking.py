@@ -205,14 +205,24 @@ def register_version(name: str, run_id: str, tags: dict[str, str], at_least: int
                       default=0)  # fmt: skip
     except Exception:  # the registered model does not exist yet
         highest = 0
-    placeholders = []
-    for _ in range(highest + 1, at_least):
-        held = mlflow.register_model(source, name, tags={"placeholder": "numbering"})
-        placeholders.append(str(held.version))
-    version = mlflow.register_model(source, name, tags=tags)
+    if highest == 0:
+        try:
+            client.get_registered_model(name)
+        except mlflow.exceptions.MlflowException:
+            client.create_registered_model(name)
+    # the client, not mlflow.register_model: that prints two lines per version (eight for
+    # a clone restoring version 4), where the caller says in one line what happened
+    model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+    def create(version_tags: dict[str, str]) -> str:
+        return str(client.create_model_version(name, source, run_id=run_id, tags=version_tags,
+                                               model_id=model_id).version)  # fmt: skip
+
+    placeholders = [create({"placeholder": "numbering"}) for _ in range(highest + 1, at_least)]
+    version = create(tags)
     for held in placeholders:
         client.delete_model_version(name, held)
-    return str(version.version)
+    return version
 
 
 def version_summary(name: str, version: str) -> dict[str, Any] | None:

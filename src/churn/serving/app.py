@@ -19,6 +19,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
 )
 
+from churn import registry
 from churn.errors import ChurnError
 from churn.serving.loading import Bundle, Served, load_bundle
 from churn.serving.metrics import Metrics, observe_batch
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the body limit answers any route (RequestContext), so every route declares it
         responses={413: {"description": "request body over CHURN_MAX_BODY_BYTES"}},
         description="Churn probability for StreamFlow users, served from the registry's champion.",
+        docs_url=None,  # FastAPI's own pages load Swagger UI and ReDoc from a CDN: _docs()
+        redoc_url=None,
     )
+    _docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.bundle = None
@@ -77,6 +81,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, state=app.state)
     _routes(app, settings)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from the JavaScript and CSS that the fastapi-offline
+    package ships: the pages name no external host, so they work without the internet."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from fastapi_offline.core import _STATIC_PATH
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_STATIC_PATH), name="docs-assets")
+    favicon = f"{DOCS_ASSETS}/favicon.png"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=favicon,
+            swagger_ui_parameters={"validatorUrl": None},  # its default asks swagger.io
+        )  # fmt: skip
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        return get_redoc_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )  # fmt: skip
 
 
 def _bundle(request: Request) -> Bundle:
@@ -153,6 +188,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         keys = ("model_name", "version", "alias", "sha256", "as_of", "model", "metrics", "run_id",
                 "model_uri", "git_commit", "data_sha256", "decided_at", "reason")  # fmt: skip
         out = {k: e.get(k) for k in keys}
+        # the run in this tracking store holding the bytes (as `churn registry show` names
+        # it); champion.json's run is the deciding machine's, absent from a clone's store
+        out["run_id"] = registry.local_run_id(e)
+        out["decided_in_run"] = e.get("run_id")
         out["champion_from"] = settings.champion_from
         out["runtime"] = bundle.champion.runtime
         out["online_as_of"] = bundle.online_as_of
