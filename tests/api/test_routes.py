@@ -238,6 +238,22 @@ def test_openapi_lists_every_route(client):
             "/metrics", "/admin/reload"} <= paths  # fmt: skip
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_pages_load_only_the_servers_own_assets(client, page):
+    """Swagger UI and ReDoc work offline: every script, style and icon the page loads is
+    served by the app itself (FastAPI's defaults name a CDN and Google Fonts)."""
+    import re
+
+    html = client.get(page)
+    assert html.status_code == 200
+    assert not re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html.text), html.text
+    assets = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html.text)
+    assert any(a.endswith(".js") for a in assets), assets
+    for asset in assets:
+        answer = client.get(asset)
+        assert answer.status_code == 200 and len(answer.content) > 1000, asset
+
+
 def test_serving_does_not_import_mlflow(in_served):
     import subprocess
     import sys
