@@ -20,6 +20,46 @@ HISTORY_JSONL = f"{LINEAGE}/history.jsonl"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One BLAS/OpenMP thread in the test processes and their children, as every `churn`
+    command pins (churn.cli._pin_threads): in-process fits otherwise ran OpenMP threads
+    that spin-wait on a busy CPU (a test that took seconds took minutes beside other
+    jobs). Tests about thread counts set them explicitly."""
+    from threadpoolctl import threadpool_limits
+
+    from churn.cli import THREAD_VARIABLES
+
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = "1"
+    threadpool_limits(1)
+
+
+# The heaviest test files first (measured with --durations=0 on two cores). scripts/test
+# runs two pytest processes that take one file at a time in collection order: started
+# first, the long files run side by side instead of one process finishing alone on one.
+HEAVY_FIRST = (
+    "tests/integration/test_tour.py",
+    "tests/pipeline/test_dvc_pipeline.py",
+    "tests/integration/test_promotion.py",
+    "tests/pipeline/test_experiments.py",
+    "tests/integration/test_monitor.py",
+    "tests/model/test_real_data.py",
+    "tests/model/test_behaviour.py",
+    "tests/api/test_routes.py",
+    "tests/pipeline/test_own_data.py",
+    "tests/pipeline/test_ci_scripts.py",
+    "tests/model/test_search.py",
+    "tests/integration/test_mlflow_server.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heaviest files first (HEAVY_FIRST); within a file, and among the rest, the order
+    stays the collection order (the sort is stable)."""
+    rank = {path: index for index, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 def small_params(**overrides: object) -> Params:
     """Default params with a small synthetic source and train.model pinned to hist_gb
     (tests vary train.hist_gb.* to get a weaker model); overrides are dotted keys."""
