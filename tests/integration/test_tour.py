@@ -1,0 +1,122 @@
+"""The README's first hour on a fresh clone: scripts/bootstrap, then scripts/tour (every
+command the README's tour lists, in order; tests/unit/test_docs.py keeps the two in step).
+
+The clone shares this test run's virtualenv (a symlinked .venv whose install stamp matches
+the clone's requirement files, so bootstrap installs nothing): the package is installed
+editable from this checkout, which is the same commit as the clone in CI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.helpers import env, free_port, sh
+
+pytestmark = pytest.mark.slow
+
+PINNED = ("requirements.txt", "requirements-dev.txt", "pyproject.toml")
+
+
+def script(clone: Path, name: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run scripts/<name> in the clone (longer than helpers.sh allows: a busy machine)."""
+    result = subprocess.run(["bash", f"scripts/{name}"], cwd=clone, capture_output=True,
+                            text=True, env={**env(), **extra_env}, timeout=2400)  # fmt: skip
+    assert result.returncode == 0, f"scripts/{name} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def registry_show(clone: Path) -> dict:
+    out = sh(clone, str(clone / ".venv/bin/churn"), "registry", "show").stdout
+    return json.loads(out[: out.index("\n}") + 2])
+
+
+def run_metrics(clone: Path, run_id: str) -> dict | None:
+    """The metrics of a run in the clone's MLflow store; None when it has no such run."""
+    code = (
+        "import json, sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
+        "print(json.dumps(mlflow.MlflowClient().get_run(sys.argv[2]).data.metrics))"
+    )
+    uri = f"sqlite:///{clone / 'mlflow' / 'mlflow.db'}"
+    found = subprocess.run([sys.executable, "-c", code, uri, run_id], capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    return json.loads(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Toured:
+    clone: Path
+    committed: dict  # champion.json as committed
+    boot: str  # scripts/bootstrap's output
+    before: dict  # `churn registry show` after bootstrap
+    status_after_boot: str  # git status --porcelain after bootstrap
+    tour: str  # scripts/tour's output
+    port: int
+
+
+@pytest.fixture(scope="module")
+def toured(tmp_path_factory) -> Toured:
+    """One fresh clone, bootstrapped, then toured (the tests below read what happened)."""
+    clone = tmp_path_factory.mktemp("tour") / "clone"
+    sh(clone.parent, "git", "clone", "-q", str(REPO_ROOT), str(clone))
+    sh(clone, "git", "checkout", "-q", "-B", "main")  # `dvc metrics diff main` needs it
+    changed = [n for n in PINNED if (clone / n).read_bytes() != (REPO_ROOT / n).read_bytes()]
+    if changed:
+        pytest.fail(f"commit {changed} first: the clone would reinstall this run's venv")
+    (clone / ".venv").symlink_to(Path(sys.prefix))
+    committed = json.loads((clone / "registry/streamflow-churn/champion.json").read_text())
+    boot = script(clone, "bootstrap")
+    before = registry_show(clone)
+    status = sh(clone, "git", "status", "--porcelain").stdout
+    port = free_port()
+    tour = script(clone, "tour", PORT=str(port))
+    return Toured(clone, committed, boot.stdout + boot.stderr, before, status, tour.stdout,
+                  port)  # fmt: skip
+
+
+def test_bootstrap_restores_the_committed_champion_in_one_line_and_changes_nothing(toured):
+    restored = [line for line in toured.boot.splitlines() if "restored champion version" in line]
+    assert len(restored) == 1, toured.boot
+    assert f"version {toured.committed['version']} " in restored[0]
+    assert not re.search(r"Created version|Successfully registered", toured.boot), toured.boot
+    assert "smoke: ok" in toured.boot  # the API answered; /model's run id checked too
+    assert toured.status_after_boot == ""  # dvc.lock, reports/, registry/ as committed
+
+
+def test_one_run_id_that_resolves_in_the_clones_store(toured):
+    before = toured.before
+    assert before["version"] == toured.committed["version"]
+    assert before["run_id"] != toured.committed["run_id"]  # the clone's own run
+    assert before["decided_in_run"] == toured.committed["run_id"]
+    assert "roc_auc" in run_metrics(toured.clone, before["run_id"])
+    assert run_metrics(toured.clone, toured.committed["run_id"]) is None
+
+
+def test_the_tour_experiment_changes_a_metric_and_the_monitor_retrains(toured):
+    experiment = toured.tour.split("== an experiment", 1)[1].split("== churn gate", 1)[0]
+    assert re.search(r"roc_auc\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", experiment), experiment
+    monitor = toured.tour.split("== churn monitor: April", 1)[1].split("== churn rollback", 1)[0]
+    assert "1 promotion(s)" in monitor, monitor
+    assert (toured.clone / "calls.csv").is_file()
+    assert "calls.csv" not in sh(toured.clone, "git", "status", "--porcelain").stdout
+
+
+def test_the_rollback_returns_to_the_committed_champion_and_serving_agrees(toured):
+    version = toured.committed["version"]
+    assert f"champion is now version {version}" in toured.tour
+    after = registry_show(toured.clone)
+    assert (after["version"], after["sha256"]) == (version, toured.committed["sha256"])
+    served = toured.tour.split(f"== churn serve on 127.0.0.1:{toured.port}", 1)[1]
+    assert '"status":"ready"' in served.replace(" ", "") and '"churn_probability"' in served
+    model = re.search(r"\{'version': '(\d+)', 'run_id': '([0-9a-f]{32})'", served)
+    assert model and model.groups() == (after["version"], after["run_id"]), served
+    assert run_metrics(toured.clone, after["run_id"]) is not None
+    history = sh(toured.clone, str(toured.clone / ".venv/bin/churn"), "registry", "history")
+    actions = [json.loads(line)["action"] for line in history.stdout.splitlines()]
+    assert actions[-2:] == ["promote", "rollback"]
