@@ -6,3 +6,4 @@ unset _churn_root
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true
 export DVC_NO_ANALYTICS=true
+export NO_MKDOCS_2_WARNING=1  # mkdocs-material prints an end-of-life banner on every build

@@ -45,10 +45,10 @@ class _Frozen(BaseModel):
 
 
 class SyntheticParams(_Frozen):
-    n_users: int = Field(7043, ge=10)
-    n_months: int = Field(6, ge=1, le=120)
-    start: IsoDate = "2024-01-31"
-    seed: int = 2024
+    n_users: int = Field(7043, ge=10, description="users per generated month")
+    n_months: int = Field(6, ge=1, le=120, description="month-end snapshots generated")
+    start: IsoDate = Field("2024-01-31", description="the first month-end")
+    seed: int = Field(2024, description="the generator's seed (same seed, same data)")
     drift_from_month: int = Field(3, ge=0, description="0-based month index where drift starts")
 
 
@@ -62,10 +62,12 @@ class SnapshotsParams(_Frozen):
 
 
 class TableParams(_Frozen):
-    id_column: str = "customer_id"
-    label_column: str = "churn"
-    positive_label: str | None = None
-    date_column: str | None = None
+    id_column: str = Field("customer_id", description="the customer id column")
+    label_column: str = Field("churn", description="the churn label column")
+    positive_label: str | None = Field(
+        None, description="the label value meaning churned (default: true, yes, 1)"
+    )
+    date_column: str | None = Field(None, description="snapshot date column, one per date")
     as_of: IsoDate | None = Field(None, description="snapshot date when there is no date column")
     non_negative: list[str] = Field(
         default_factory=list, description="columns that must be >= 0 (counts, money)"
@@ -76,19 +78,25 @@ class TableParams(_Frozen):
 
 
 class IngestParams(_Frozen):
-    source: Literal["synthetic", "snapshots", "table"] = "synthetic"
-    path: str = "data/external"
-    max_null_rate: float = Field(0.05, ge=0.0, le=1.0)
+    source: Literal["synthetic", "snapshots", "table"] = Field(
+        "synthetic", description="the built-in generator, month folders, or one flat table"
+    )
+    path: str = Field("data/external", description="folder (snapshots) or file (table)")
+    max_null_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="largest share of missing values per feature"
+    )
     synthetic: SyntheticParams = SyntheticParams()
     snapshots: SnapshotsParams = SnapshotsParams()
     table: TableParams = TableParams()
 
 
 class PrepareParams(_Frozen):
-    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    test_size: float = Field(0.2, gt=0.0, lt=1.0, description="stratified test share")
 
 
 class HistGBParams(_Frozen):
+    """sklearn HistGradientBoostingClassifier's parameter of the same name."""
+
     learning_rate: float = Field(0.05, gt=0)
     max_iter: int = Field(100, ge=1)
     max_leaf_nodes: int = Field(6, ge=2)
@@ -98,6 +106,8 @@ class HistGBParams(_Frozen):
 
 
 class RandomForestParams(_Frozen):
+    """sklearn RandomForestClassifier's parameter of the same name."""
+
     n_estimators: int = Field(300, ge=1)
     max_depth: int | None = 10
     min_samples_leaf: int = Field(5, ge=1)
@@ -105,6 +115,8 @@ class RandomForestParams(_Frozen):
 
 
 class LogisticRegressionParams(_Frozen):
+    """sklearn LogisticRegression's parameter of the same name."""
+
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(1000, ge=1)
 
@@ -113,7 +125,9 @@ class TrainParams(_Frozen):
     model: Literal["hist_gb", "random_forest", "logistic_regression", "auto"] = Field(
         "auto", description="an estimator, or auto: the best of a seeded CV search"
     )
-    class_weight: Literal["balanced", "none"] = "balanced"
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="weight classes by inverse frequency before calibration"
+    )
     calibration: Literal["sigmoid", "isotonic", "none"] = Field(
         "sigmoid", description="probability calibration fitted on out-of-fold predictions"
     )
@@ -153,11 +167,13 @@ class DecisionParams(_Frozen):
 
 
 class EvaluateParams(_Frozen):
-    importance_rows: int = Field(5000, ge=100)
+    importance_rows: int = Field(5000, ge=100, description="rows for permutation importance")
 
 
 class DriftParams(_Frozen):
-    current_as_of: IsoDateOrLatest = "latest"
+    current_as_of: IsoDateOrLatest = Field(
+        "latest", description="snapshot compared with as_of (latest: the newest)"
+    )
     threshold: float = Field(0.3, gt=0.0, le=1.0, description="drifted-feature share to retrain")
     max_auc_drop: float = Field(0.05, ge=0.0, description="AUC drop on current labels to retrain")
     max_rows: int = Field(200_000, ge=1000, description="sample each side above this many rows")
@@ -167,22 +183,32 @@ class DriftParams(_Frozen):
 
 
 class PromoteParams(_Frozen):
-    model_name: str = "streamflow-churn"
-    metric: Literal["roc_auc", "pr_auc", "f1", "recall_at_top_10pct"] = "roc_auc"
+    model_name: str = Field(
+        "streamflow-churn", description="MLflow registered model = the lineage (registry/<name>/)"
+    )
+    metric: Literal["roc_auc", "pr_auc", "f1", "recall_at_top_10pct"] = Field(
+        "roc_auc", description="the metric of the non-regression gate"
+    )
     margin: float = Field(0.0, description="candidate - champion must be at least this")
-    min_roc_auc: float = Field(0.75, ge=0.0, le=1.0)
-    min_pr_auc: float = Field(0.4, ge=0.0, le=1.0)
-    min_positive_rate: float = Field(0.02, ge=0.0, le=1.0)
-    max_positive_rate: float = Field(0.7, ge=0.0, le=1.0)
+    min_roc_auc: float = Field(0.75, ge=0.0, le=1.0, description="quality floor")
+    min_pr_auc: float = Field(0.4, ge=0.0, le=1.0, description="quality floor")
+    min_positive_rate: float = Field(
+        0.02, ge=0.0, le=1.0, description="lowest predicted churn rate that passes"
+    )
+    max_positive_rate: float = Field(
+        0.7, ge=0.0, le=1.0, description="highest predicted churn rate that passes"
+    )
     latency_budget_ms: float = Field(500.0, gt=0, description="1 000-row batch predict_proba")
     max_ece: float = Field(
         0.05, gt=0.0, le=1.0, description="calibration ceiling: expected calibration error"
     )
-    allow_contract_change: bool = False
+    allow_contract_change: bool = Field(
+        False, description="accept features that differ from the champion's"
+    )
 
 
 class MlflowParams(_Frozen):
-    experiment: str = "streamflow-churn"
+    experiment: str = Field("streamflow-churn", description="MLflow experiment of the runs")
 
 
 class GateRule(_Frozen):
@@ -210,12 +236,14 @@ def _default_gate_metrics() -> dict[str, GateRule]:
 
 
 class GateParams(_Frozen):
-    metrics: dict[str, GateRule] = Field(default_factory=_default_gate_metrics)
+    metrics: dict[str, GateRule] = Field(
+        default_factory=_default_gate_metrics, description="one rule per metric (below)"
+    )
 
 
 class Params(_Frozen):
-    as_of: IsoDate = "2024-01-31"
-    random_state: int = 42
+    as_of: IsoDate = Field("2024-01-31", description="training snapshot, a quoted ISO date")
+    random_state: int = Field(42, description="split, model and sampling seed")
     ingest: IngestParams = IngestParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
