@@ -69,6 +69,10 @@ def toured(tmp_path_factory) -> Toured:
     changed = [n for n in PINNED if (clone / n).read_bytes() != (REPO_ROOT / n).read_bytes()]
     if changed:
         pytest.fail(f"commit {changed} first: the clone would reinstall this run's venv")
+    digest = sh(clone, "bash", "-c", "sha256sum requirements*.txt pyproject.toml | sha256sum")
+    stamps = [Path(sys.prefix, f".{n}.sha256") for n in ("requirements", "requirements-dev")]
+    if not any(p.exists() and p.read_text().split() == digest.stdout.split()[:1] for p in stamps):
+        pytest.fail("this venv was not installed by scripts/install from these pins: run it")
     (clone / ".venv").symlink_to(Path(sys.prefix))
     committed = json.loads((clone / "registry/streamflow-churn/champion.json").read_text())
     boot = script(clone, "bootstrap")
