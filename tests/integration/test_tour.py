@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.helpers import env, free_port, sh
+from tests.helpers import env, free_port, sh, wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,7 @@ class Toured:
     committed: dict  # champion.json as committed
     boot: str  # scripts/bootstrap's output
     before: dict  # `churn registry show` after bootstrap
+    model: dict  # GET /model after bootstrap
     status_after_boot: str  # git status --porcelain after bootstrap
     tour: str  # scripts/tour's output
     port: int
@@ -78,10 +80,31 @@ def toured(tmp_path_factory) -> Toured:
     boot = script(clone, "bootstrap")
     before = registry_show(clone)
     status = sh(clone, "git", "status", "--porcelain").stdout
+    model = served_model(clone)
     port = free_port()
     tour = script(clone, "tour", PORT=str(port))
-    return Toured(clone, committed, boot.stdout + boot.stderr, before, status, tour.stdout,
-                  port)  # fmt: skip
+    return Toured(clone, committed, boot.stdout + boot.stderr, before, model, status,
+                  tour.stdout, port)  # fmt: skip
+
+
+def served_model(clone: Path) -> dict:
+    """GET /model of a `churn serve` started in the clone."""
+    port = free_port()
+    log = clone.parent / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [str(clone / ".venv/bin/churn"), "serve", "--port", str(port)],
+            cwd=clone,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/ready", server, log, 120)
+        return httpx.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_bootstrap_restores_the_committed_champion_in_one_line_and_changes_nothing(toured):
@@ -98,6 +121,8 @@ def test_one_run_id_that_resolves_in_the_clones_store(toured):
     assert before["version"] == toured.committed["version"]
     assert before["run_id"] != toured.committed["run_id"]  # the clone's own run
     assert before["decided_in_run"] == toured.committed["run_id"]
+    assert toured.model["run_id"] == before["run_id"]  # GET /model names the same run
+    assert toured.model["decided_in_run"] == toured.committed["run_id"]
     assert "roc_auc" in run_metrics(toured.clone, before["run_id"])
     assert run_metrics(toured.clone, toured.committed["run_id"]) is None
 
