@@ -127,6 +127,15 @@ def test_one_run_id_that_resolves_in_the_clones_store(toured):
     assert run_metrics(toured.clone, toured.committed["run_id"]) is None
 
 
+def test_after_bootstrap_repro_runs_nothing_and_the_registry_verifies(toured):
+    """A fresh clone rebuilt and restored the champion: the next `dvc repro` is a no-op and
+    `churn registry verify` finds champion.json, the alias and the bytes in agreement."""
+    first = toured.tour.split("== dvc repro -f", 1)[0]
+    assert "Running stage" not in first and "up to date" in first, first
+    verify = toured.tour.split("== the registry", 1)[1].split("== churn monitor: April", 1)[0]
+    assert "registry ok" in verify, verify
+
+
 def test_the_tour_experiment_changes_a_metric_and_the_monitor_retrains(toured):
     experiment = toured.tour.split("== an experiment", 1)[1].split("== churn gate", 1)[0]
     assert re.search(r"roc_auc\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", experiment), experiment

@@ -130,26 +130,6 @@ def test_a_failed_stage_does_not_take_serving_down(repo, monkeypatch):
     assert ran_stages(dvc(repo, "repro")) == []
 
 
-def test_fresh_clone_rebuilds_and_restores_the_champion_without_changes(repo, tmp_path):
-    clone = tmp_path / "clone"
-    sh(repo, "git", "clone", "-q", str(repo), str(clone))
-    assert not (clone / "mlflow").exists()
-    result = dvc(clone, "repro")
-    assert "promote" in ran_stages(result)
-    assert "already the champion" in result.stderr + result.stdout
-    assert sh(clone, "git", "status", "--porcelain").stdout == ""  # lock, reports, registry
-    verify = sh(clone, str(BIN / "churn"), "registry", "verify")
-    assert "registry ok" in verify.stdout
-    assert ran_stages(dvc(clone, "repro")) == []
-    # the run id `churn registry show` gives resolves in the clone's own store, with metrics
-    shown = sh(clone, str(BIN / "churn"), "registry", "show").stdout
-    run_id = json.loads(shown[: shown.index("\n}") + 2])["run_id"]
-    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow/mlflow.db'}"}
-    described = sh(clone, str(BIN / "mlflow"), "runs", "describe", "--run-id", run_id,
-                   extra_env=store)  # fmt: skip
-    assert '"roc_auc"' in described.stdout
-
-
 def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
     set_param(repo, "train.hist_gb.max_iter", 20)
     ran = ran_stages(dvc(repo, "repro"))
