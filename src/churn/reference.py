@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -21,9 +21,9 @@ def _type_name(annotation: Any) -> str:
         return " \\| ".join(str(a) for a in get_args(annotation))
     if origin in (Union, types.UnionType):
         return " \\| ".join(_type_name(a) for a in get_args(annotation))
+    if origin is Annotated:  # a validated str inside `X | None`, e.g. as_of
+        return _type_name(get_args(annotation)[0])
     if origin is not None and get_args(annotation):
-        if getattr(origin, "__name__", "") == "Annotated" or origin.__module__ == "typing":
-            return _type_name(get_args(annotation)[0])
         inner = ", ".join(_type_name(a) for a in get_args(annotation))
         return f"{origin.__name__}[{inner}]"
     if annotation is type(None):

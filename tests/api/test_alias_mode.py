@@ -71,7 +71,6 @@ def test_a_tampered_version_tag_is_refused_and_the_served_model_kept(store):
             store.set_model_version_tag(NAME, "2", tracking.MODEL_SHA_TAG, good)
 
 
-@pytest.mark.serial  # a polling window
 def test_polling_follows_the_alias(store):
     import time
 

@@ -268,7 +268,6 @@ def test_serving_does_not_import_mlflow(in_served):
     assert out.stdout.strip() == "False", out.stderr
 
 
-@pytest.mark.serial  # a polling window
 def test_polling_reloads_when_champion_json_changes(tmp_path, in_served):
     import time
 

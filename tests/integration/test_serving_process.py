@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import CHAMPION_JSON
 from tests.helpers import BIN, dvc, env, free_port, make_repo, set_param, sh, wait_until_ok
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # load tests: run alone
+pytestmark = pytest.mark.slow
 
 TOKEN = "integration-token"
 

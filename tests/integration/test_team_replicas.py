@@ -53,7 +53,6 @@ if REFUSED:
     print(f"test_team_replicas: skipped: {REFUSED}", file=sys.stderr)
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.serial,
     pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
 ]
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import HISTORY_JSONL, LINEAGE
-from tests.helpers import BIN, dvc, make_repo, sh
+from tests.helpers import BIN, dvc, make_repo, ran_stages, sh
 
 pytestmark = pytest.mark.slow
 
@@ -117,12 +117,15 @@ def test_exp_apply_brings_params_and_metrics_and_promote_then_decides(repo, grid
 
 
 def test_exp_run_with_the_auto_model_and_a_fixed_threshold(repo):
-    """`-S train.model=auto`: the search's candidates become MLflow child runs of the
-    experiment's run; `-S train.threshold=0.4` replaces the money-chosen threshold."""
+    """A workspace `dvc exp run`: `-S train.model=auto` makes the search's candidates MLflow
+    child runs of the experiment's run, `-S train.threshold=0.4` replaces the money-chosen
+    threshold; the stages from train on run, promote decides in experiment mode, the
+    champion does not move and `dvc exp show` lists the run."""
     before = registry_state(repo)
-    dvc(repo, "exp", "run", "-n", "auto-model", "-S", "train.model=auto", "-S",
-        "train.threshold=auto")  # fmt: skip
     assert training_threshold_mode(repo) == "auto"
+    result = dvc(repo, "exp", "run", "-n", "auto-model", "-S", "train.model=auto", "-S",
+                 "train.threshold=0.4")  # fmt: skip
+    assert ran_stages(result) == ["train", "evaluate", "drift", "promote"]
     training = json.loads((repo / "models/training.json").read_text())
     assert training["search"]["winner"] and len(training["search"]["candidates"]) >= 5
     runs = mlflow_runs(repo)
@@ -134,11 +137,13 @@ def test_exp_run_with_the_auto_model_and_a_fixed_threshold(repo):
         uuid for uuid in _run_ids(repo, "auto-model")
     }
     assert parent["tags"]["model"] == training["model"]
-    dvc(repo, "exp", "run", "-n", "fixed-threshold", "-S", "train.threshold=0.4")
     contract = json.loads((repo / "models/feature_contract.json").read_text())
     assert contract["threshold"] == 0.4 and training_threshold_mode(repo) == "fixed"
     assert json.loads((repo / "reports/evaluation.json").read_text())["threshold"] == 0.4
+    assert json.loads((repo / "reports/promotion.json").read_text())["mode"] == "experiment"
     assert registry_state(repo) == before  # experiments never move the champion
+    shown = json.dumps(json.loads(dvc(repo, "exp", "show", "--json").stdout))
+    assert "auto-model" in shown and '"threshold": 0.4' in shown
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "-f")
 
