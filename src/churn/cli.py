@@ -361,6 +361,8 @@ def serve(
 
     import uvicorn
 
+    from churn.serving.protocol import BoundedHeadProtocol
+
     # One OpenMP thread per worker: a threaded server on 2 cores oversubscribes otherwise.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Shared by this server's workers (set before they import prometheus_client): reload
@@ -381,6 +383,7 @@ def serve(
         # got 67-88 % of the mean answers, asyncio 98-99 %) and the c=64 p99 was 10-20x
         # p50; the same p50 and throughput on both (benchmarks/serving)
         loop=SERVE_LOOP,
+        http=BoundedHeadProtocol,  # httptools with a 431 past CHURN_MAX_HEADER_BYTES
     )
     try:
         if workers == 1:

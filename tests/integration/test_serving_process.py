@@ -181,6 +181,40 @@ def test_clients_that_hang_up_mid_answer_do_not_kill_the_server(server):
     assert answer.status_code == 200
 
 
+def _raw_exchange(server: str, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes or 5 s pass (what came back)."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        try:
+            sock.sendall(request)
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
+                    break
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass  # a refused 20 MB head: the server closed with bytes unread (RST)
+    return answer
+
+
+def test_a_header_over_the_limit_is_a_431_and_the_server_stays_up(server):
+    """httptools buffered any header whole (20 MB was accepted); past 64 KiB of request
+    line and headers the server now answers 431 and closes the connection."""
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: "
+    refused = _raw_exchange(server, head + b"a" * 70_000 + b"\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 431 "), refused[:200]
+    assert b"over 65536 bytes" in refused
+    huge = _raw_exchange(server, head + b"a" * 20_000_000 + b"\r\n\r\n")
+    assert huge == b"" or huge.startswith(b"HTTP/1.1 431 "), huge[:200]
+    fine = _raw_exchange(server, head + b"a" * 30_000 + b"\r\nConnection: close\r\n\r\n")
+    assert fine.startswith(b"HTTP/1.1 200 "), fine[:200]
+    two = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Small: 1\r\n\r\n" * 2
+    assert _raw_exchange(server, two).startswith(b"HTTP/1.1 200 ")  # keep-alive unharmed
+    assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+
+
 async def _closed_loop(
     host: str, port: int, path: str, payload: dict, connections: int, total: int,
 ) -> list[int]:  # fmt: skip

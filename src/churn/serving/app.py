@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +27,7 @@ from churn.serving.metrics import Metrics, observe_batch
 from churn.serving.middleware import RequestContext
 from churn.serving.reload import _install, _poll, _reload, _signal_key
 from churn.serving.settings import Settings
+from churn.serving.strict import StrictJSONRoute, validation_error
 from churn.serving.validation import BatchRequest, Prediction, PredictRequest, validate_record
 
 log = logging.getLogger("churn.serve")
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # FastAPI's own pages load Swagger UI and ReDoc from a CDN: _docs()
         redoc_url=None,
     )
+    app.router.route_class = StrictJSONRoute  # before the routes: each one parses strictly
+    app.add_exception_handler(RequestValidationError, validation_error)
     _docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()

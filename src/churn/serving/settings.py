@@ -29,6 +29,7 @@ class Settings:
     admin_token: str | None = None  # CHURN_ADMIN_TOKEN: enables POST /admin/reload
     max_batch: int = 1000  # CHURN_MAX_BATCH
     max_body_bytes: int = 2_000_000  # CHURN_MAX_BODY_BYTES
+    # (CHURN_MAX_HEADER_BYTES, default 64 KiB, bounds a request's head: churn.serving.protocol)
     canary_fraction: float = 0.0  # CHURN_CANARY_FRACTION: users routed to the challenger
     shadow: bool = False  # CHURN_SHADOW=1: also score the challenger, answer with champion
     poll_seconds: float = 0.0  # CHURN_POLL_SECONDS: reload when the champion changes
