@@ -27,9 +27,10 @@ PINNED = ("requirements.txt", "requirements-dev.txt", "pyproject.toml")
 
 def script(clone: Path, name: str, **extra_env: str) -> subprocess.CompletedProcess:
     """Run scripts/<name> in the clone (longer than helpers.sh allows: a busy machine)."""
-    result = subprocess.run(["bash", f"scripts/{name}"], cwd=clone, capture_output=True,
-                            text=True, env={**env(), **extra_env}, timeout=2400)  # fmt: skip
-    assert result.returncode == 0, f"scripts/{name} failed:\n{result.stdout}\n{result.stderr}"
+    result = subprocess.run(["bash", f"scripts/{name}"], cwd=clone, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**env(), **extra_env},
+                            timeout=2400)  # fmt: skip
+    assert result.returncode == 0, f"scripts/{name} failed:\n{result.stdout}"
     return result
 
 
@@ -54,11 +55,11 @@ def run_metrics(clone: Path, run_id: str) -> dict | None:
 class Toured:
     clone: Path
     committed: dict  # champion.json as committed
-    boot: str  # scripts/bootstrap's output
+    boot: str  # scripts/bootstrap's output (stdout and stderr, interleaved)
     before: dict  # `churn registry show` after bootstrap
     model: dict  # GET /model after bootstrap
     status_after_boot: str  # git status --porcelain after bootstrap
-    tour: str  # scripts/tour's output
+    tour: str  # scripts/tour's output (stdout and stderr, interleaved)
     port: int
 
 
@@ -83,8 +84,7 @@ def toured(tmp_path_factory) -> Toured:
     model = served_model(clone)
     port = free_port()
     tour = script(clone, "tour", PORT=str(port))
-    return Toured(clone, committed, boot.stdout + boot.stderr, before, model, status,
-                  tour.stdout, port)  # fmt: skip
+    return Toured(clone, committed, boot.stdout, before, model, status, tour.stdout, port)
 
 
 def served_model(clone: Path) -> dict:
@@ -129,9 +129,15 @@ def test_one_run_id_that_resolves_in_the_clones_store(toured):
 
 def test_after_bootstrap_repro_runs_nothing_and_the_registry_verifies(toured):
     """A fresh clone rebuilt and restored the champion: the next `dvc repro` is a no-op and
-    `churn registry verify` finds champion.json, the alias and the bytes in agreement."""
+    `churn registry verify` finds champion.json, the alias and the bytes in agreement.
+    `dvc repro -f` then reruns every stage to the same dvc.lock (the tour's `git diff
+    --exit-code` stops it otherwise) and promote finds its model already the champion."""
     first = toured.tour.split("== dvc repro -f", 1)[0]
     assert "Running stage" not in first and "up to date" in first, first
+    forced = toured.tour.split("== dvc repro -f", 1)[1].split("== an experiment", 1)[0]
+    ran = re.findall(r"Running stage '(\w+)'", forced)
+    assert ran == ["ingest", "prepare", "train", "evaluate", "drift", "promote", "score"], ran
+    assert "is already the champion" in forced, forced[-2000:]
     verify = toured.tour.split("== the registry", 1)[1].split("== churn monitor: April", 1)[0]
     assert "registry ok" in verify, verify
 
