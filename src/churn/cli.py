@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -193,12 +194,20 @@ def promote(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="decide and report; touch no registry or alias")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="decide even when the champion's model file is absent, "
+            "corrupt or unsafe, against its recorded metrics",
+        ),
+    ] = False,
 ) -> None:
     """Gate the candidate against the champion; on pass move the `champion` alias."""
     from churn import promote as stage_module
     from churn.params import load_params
 
-    stage_module.run(load_params(params), dry_run=dry_run)
+    stage_module.run(load_params(params), dry_run=dry_run, repair=repair)
 
 
 @app.command()
@@ -361,8 +370,6 @@ def serve(
 
     import uvicorn
 
-    from churn.serving.protocol import BoundedHeadProtocol
-
     # One OpenMP thread per worker: a threaded server on 2 cores oversubscribes otherwise.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Shared by this server's workers (set before they import prometheus_client): reload
@@ -371,6 +378,9 @@ def serve(
     (run_dir / "metrics").mkdir()
     os.environ["CHURN_RUN_DIR"] = str(run_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    # imported after that variable: churn.serving loads prometheus_client, which reads it once
+    from churn.serving.protocol import BoundedHeadProtocol
+
     options = dict(
         factory=True,
         host=host,
@@ -385,6 +395,11 @@ def serve(
         loop=SERVE_LOOP,
         http=BoundedHeadProtocol,  # httptools with a 431 past CHURN_MAX_HEADER_BYTES
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default
+    # action that killed the process before `finally` removed run_dir (/tmp/churn-serve-*
+    # piled up). As an exception it unwinds through `finally`, then exits 128 + signal.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _exit_on_signal)
     try:
         if workers == 1:
             uvicorn.run("churn.serve:create_app", **options)
@@ -395,6 +410,10 @@ def serve(
 
 
 SERVE_LOOP = "asyncio"
+
+
+def _exit_on_signal(number: int, frame: Any) -> None:
+    raise SystemExit(128 + number)
 
 
 def worker_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -419,6 +438,16 @@ def _workers(config: Any) -> Any:
     from uvicorn.supervisors import Multiprocess
 
     class Workers(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            """uvicorn's restart of a dead worker, then its live gauges dropped from the
+            metric files (/metrics listed a dead worker's churn_model_info)."""
+            from prometheus_client import multiprocess
+
+            before = {process.pid for process in self.processes}
+            super().keep_subprocess_alive()
+            for pid in before - {process.pid for process in self.processes}:
+                multiprocess.mark_process_dead(pid)
+
         @property
         def sockets(self) -> list[socket.socket]:  # read once per worker started
             return [worker_listener(config.host, config.port, config.backlog)]

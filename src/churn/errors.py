@@ -30,3 +30,7 @@ class DataValidationError(ChurnError):
         if self.ids:
             message += f" (e.g. {id_column} {', '.join(self.ids)})"
         super().__init__(message)
+
+
+class RegistryError(ChurnError):
+    """A registry or model-store file that is not what it must be (churn.guarded)."""

@@ -11,6 +11,7 @@ refuses (returns None) for a Pipeline shape it does not know, so callers fall ba
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from churn import guarded
+from churn.errors import RegistryError
 
 
 @dataclass(frozen=True)
@@ -213,11 +217,13 @@ def compile_pipeline(pipeline: Any, sample: pd.DataFrame, tolerance: float = 1e-
 # --- compiled.json: the numpy request path of a linear model, without sklearn ----------
 #
 # Loading the skops file imports sklearn and scipy (~2 s of a 4 s cold start). For a
-# (calibrated) logistic regression everything a request needs is a few arrays, so serve
+# (calibrated) logistic regression everything a request needs is a few arrays, so promote
 # writes them next to the model in the content store once (mlflow/models/<sha256>/), with
 # 500 sample rows and the Pipeline's own scores of them; later starts read the arrays and
 # take them only if they reproduce those scores within 1e-9. Numbers only: no code runs
-# from the file, and a file of another model (model_sha256) or format is ignored.
+# from the file, and a file of another model (model_sha256) or format is ignored. promote
+# writes it and records its sha256 in champion.json (compiled_sha256): a file whose bytes
+# are not the recorded ones is never used.
 
 COMPILED_FILE = "compiled.json"
 COMPILED_FORMAT = 1
@@ -318,12 +324,32 @@ def write_compiled(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, allow_nan=False) + "\n")
 
 
-def read_compiled(path: Path, model_sha256: str) -> tuple[CompiledModel, float, int]:
+def compiled_sha256(path: Path) -> str:
+    return hashlib.sha256(guarded.read_bytes(path)).hexdigest()
+
+
+def read_compiled(
+    path: Path, model_sha256: str, recorded_sha256: str | None
+) -> tuple[CompiledModel, float, int]:
     """The CompiledModel of compiled.json with the numpy runtime, the largest difference
-    from the Pipeline's recorded scores and the rows checked; ValueError says why not."""
+    from the Pipeline's recorded scores and the rows checked; ValueError says why not.
+
+    The file is content-addressed: its sha256 must be the one promote recorded with the
+    champion (champion.json's compiled_sha256), so an edit of its numbers, even one that
+    keeps them consistent with its check scores, is refused."""
+    if recorded_sha256 is None:
+        raise ValueError(f"{path.name} is not recorded with the champion (no compiled_sha256)")
     try:
-        payload = json.loads(path.read_bytes())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = guarded.read_bytes(path)
+    except (OSError, RegistryError) as exc:
+        raise ValueError(f"{path.name} unreadable ({exc})") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != recorded_sha256:
+        raise ValueError(f"{path.name} has sha256 {found[:12]}…, the champion records "
+                         f"{recorded_sha256[:12]}…")  # fmt: skip
+    try:
+        payload = guarded.parse(data, str(path))
+    except RegistryError as exc:
         raise ValueError(f"{path.name} unreadable ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != COMPILED_FORMAT:
         raise ValueError(f"{path.name}: format is not {COMPILED_FORMAT}")

@@ -149,6 +149,34 @@ def exclusion_reason(series: pd.Series) -> str | None:
     return None
 
 
+NUMERIC_LOOKING = 0.5  # a column whose non-blank cells are mostly numbers is meant as numbers
+
+
+def numeric_cells(frame: pd.DataFrame, name: str, t: TableParams, file: str) -> pd.Series:
+    """A mostly numeric column's non-numeric cells ("abc", "n/a", "?"): refused past
+    ingest.table.max_non_numeric_share, naming the share and ids (such a column used to be
+    dropped as id-like text, or read as a category); up to it, read as missing."""
+    series = frame[name]
+    text, numbers = _as_numbers(series)
+    if not len(text) or numbers.notna().mean() < NUMERIC_LOOKING or numbers.notna().all():
+        return series
+    bad = numbers.isna()
+    share = float(bad.mean())
+    examples = sorted(text[bad].unique().tolist())[:3]
+    ids = frame.loc[bad[bad].index, t.id_column].head(3).tolist()
+    if share > t.max_non_numeric_share:
+        raise DataValidationError(
+            file, name, "numeric",
+            f"{share:.1%} of its non-blank cells are not numbers ({examples}), over "
+            f"ingest.table.max_non_numeric_share {t.max_non_numeric_share:.1%}; fix them, or "
+            "leave the column out with ingest.table.drop_columns", ids, t.id_column,
+        )  # fmt: skip
+    log.warning("%s: column '%s': %d non-numeric cell(s) %s read as missing (%.2f%%, e.g. %s "
+                "%s)", file, name, int(bad.sum()), examples, 100 * share, t.id_column,
+                ", ".join(map(str, ids)))  # fmt: skip
+    return series.mask(series.index.isin(bad[bad].index))
+
+
 def infer_column(series: pd.Series, name: str, non_negative: bool = False) -> Column:
     """Infer a feature column's kind from a flat table.
 
@@ -246,6 +274,7 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
             log.info("%s: leaving out column '%s' (ingest.table.drop_columns)", file, name)
             continue
         declared = name in COURSE_COLUMNS or name in t.non_negative
+        frame[name] = numeric_cells(frame, name, t, file)
         why = None if declared else exclusion_reason(frame[name])
         if why is not None:
             log.warning("%s: excluding column '%s': %s; list it in ingest.table.drop_columns "

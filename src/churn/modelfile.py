@@ -117,6 +117,53 @@ def loads(data: bytes, where: str) -> Any:
         ) from None
 
 
+# What a logistic-regression Pipeline's skops schema names (the models a compiled.json
+# serves): types and skops node loaders. plainly_trusted checks a file against these
+# without importing sklearn; anything else goes to skops.io.loads and its trust check.
+PLAIN_TYPES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.slice", "builtins.str", "builtins.tuple",
+    "numpy.dtype", "numpy.float64", "numpy.ndarray",
+    "sklearn.calibration.CalibratedClassifierCV", "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.feature_selection._variance_threshold.VarianceThreshold",
+    "sklearn.impute._base.MissingIndicator", "sklearn.impute._base.SimpleImputer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.model_selection._split.StratifiedKFold", "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler", "sklearn.preprocessing._encoders.OneHotEncoder",
+})  # fmt: skip
+PLAIN_LOADERS = frozenset({"DTypeNode", "DictNode", "JsonNode", "ListNode", "NdArrayNode",
+                           "ObjectNode", "SliceNode", "TupleNode", "TypeNode"})  # fmt: skip
+
+
+def plainly_trusted(data: bytes) -> bool:
+    """Whether `data` is a skops zip whose schema names only PLAIN_TYPES through
+    PLAIN_LOADERS (no function, method or reduce node): then nothing in it could run code
+    even if loaded. False (a pickle, another estimator, anything unknown) means: let skops
+    load it with the trusted-type list, which refuses what is not trusted."""
+    from churn import guarded
+    from churn.errors import RegistryError
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = guarded.parse(archive.read("schema.json"), "schema.json", max_depth=64)
+    except (zipfile.BadZipFile, KeyError, RegistryError):
+        return False
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node and f"{node.get('__module__')}.{node['__class__']}" \
+                    not in PLAIN_TYPES:  # fmt: skip
+                return False
+            if "__loader__" in node and node["__loader__"] not in PLAIN_LOADERS:
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
 def load(path: str | Path) -> Any:
     path = Path(path)
     return loads(path.read_bytes(), str(path))

@@ -75,6 +75,11 @@ class TableParams(_Frozen):
     drop_columns: list[str] = Field(
         default_factory=list, description="columns left out (not read as features)"
     )
+    max_non_numeric_share: float = Field(
+        0.01, ge=0.0, le=0.5,
+        description="a mostly numeric column may hold at most this share of non-numeric "
+        "cells (read as missing); more is refused, naming column, share and ids",
+    )  # fmt: skip
 
 
 class IngestParams(_Frozen):

@@ -244,12 +244,13 @@ def load_candidate(models_dir: Path, reports_dir: Path) -> Candidate:
     )
 
 
-def _champion_model(champion: dict) -> Any | None:
+def _champion_model(champion: dict) -> tuple[Any | None, str | None]:
+    """The champion's Pipeline, or None and why its bytes cannot be used (absent, not the
+    recorded sha256, not a skops file, untrusted types)."""
     try:
-        return modelfile.load(registry.verified_artifact(champion))
+        return modelfile.load(registry.verified_artifact(champion)), None
     except ChurnError as exc:
-        log.warning("%s", exc)
-        return None
+        return None, str(exc)
 
 
 def run(
@@ -259,7 +260,11 @@ def run(
     models_dir: Path = MODELS_DIR,
     reports_dir: Path = REPORTS_DIR,
     registry_dir: Path | None = None,
+    repair: bool = False,
 ) -> dict:
+    """Decide on the candidate (promote, skip, or already the champion) and, in apply
+    mode, move the champion. Deciding against a champion whose bytes cannot be used is
+    refused in apply mode unless `repair` (then its recorded metrics stand in for it)."""
     p = params.promote
     mode = _mode(dry_run)
     if registry_dir is None:  # this model name's lineage: never another dataset's champion
@@ -288,7 +293,16 @@ def run(
     drift = read_json(drift_path) if drift_path.exists() else None
     history = registry.read_history(registry_dir)
     rolled_back = {r["rolled_back_sha256"] for r in history if r.get("rolled_back_sha256")}
-    champion_model = _champion_model(champion) if champion is not None else None
+    champion_model, unusable = _champion_model(champion) if champion else (None, None)
+    if unusable is not None:
+        if mode == "apply" and not repair:
+            raise ChurnError(
+                f"refusing to decide against champion version {champion['version']}: "
+                f"{unusable}. Bring its bytes back (`dvc repro` at the commit that promoted "
+                "it restores them), move away with `churn rollback`, or run `churn promote "
+                "--repair` to decide against its recorded metrics"
+            )
+        log.warning("%s; deciding against its recorded metrics", unusable)
     gates, latency = evaluate_gates(candidate, champion, champion_model, test, drift,
                                     rolled_back, p,
                                     float(candidate.contract["threshold"]))  # fmt: skip
@@ -300,24 +314,25 @@ def run(
         log.info("%s: registry and aliases left untouched", mode.replace("_", " "))
         write_served(registry_dir, reports_dir)
         return report
-    _apply(params, candidate, champion, report, latency, models_dir, registry_dir)
+    _apply(params, candidate, champion, report, latency, models_dir, registry_dir, prepared_dir)
     registry.publish_online(prepared_dir, registry_dir)
-    _compile_for_serving(candidate, prepared_dir)
     write_served(registry_dir, reports_dir)
     return report
 
 
-def _compile_for_serving(candidate: Candidate, prepared_dir: Path) -> None:
+def _compile_for_serving(candidate: Candidate, prepared_dir: Path) -> str | None:
     """compiled.json beside the stored model (a linear one), so that no `churn serve` of it
-    needs sklearn, not even the first (churn.fastpath)."""
+    needs sklearn, not even the first (churn.fastpath); its sha256, which the champion
+    records (serving uses no other bytes), or None for a model without one."""
     online = pd.read_parquet(prepared_dir / "online_features.parquet")
     payload = fastpath.compiled_for(candidate.model, fastpath.check_sample(online),
                                     candidate.sha256)  # fmt: skip
     if payload is None:
-        return
+        return None
     path = registry.store_path(candidate.sha256).parent / fastpath.COMPILED_FILE
     fastpath.write_compiled(path, payload)
     log.info("wrote %s: `churn serve` starts without sklearn", path)
+    return fastpath.compiled_sha256(path)
 
 
 def _register(
@@ -360,6 +375,7 @@ def _apply(
     latency: float,
     models_dir: Path,
     registry_dir: Path,
+    prepared_dir: Path,
 ) -> None:
     name = params.promote.model_name
     with registry.locked(registry_dir):
@@ -384,6 +400,7 @@ def _apply(
                 name=name, version=version, run_id=str(run_id), sha256=candidate.sha256,
                 reason=reason, decision=report, previous=champion, metrics=metrics,
             )  # fmt: skip
+            entry["compiled_sha256"] = _compile_for_serving(candidate, prepared_dir)
             registry.move_champion(entry, {"action": "promote", **record, "version_after": version,
                                            "reason": reason}, registry_dir)  # fmt: skip
             log.info("promoted version %s to '%s'", version, registry.CHAMPION)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -35,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from churn import modelfile, tracking
-from churn.errors import ChurnError
+from churn import guarded, modelfile, tracking
+from churn.errors import ChurnError, RegistryError
+from churn.fastpath import COMPILED_FILE
 from churn.io import atomic_copy, atomic_write_text, sha256_file
 
 log = logging.getLogger("churn.registry")
@@ -119,13 +121,12 @@ def _clean_temp_files(root: Path) -> None:
 
 
 def read_champion(root: Path = REGISTRY_DIR) -> dict[str, Any] | None:
+    """champion.json checked (churn.guarded, then check_entry); None when there is none."""
     path = root / CHAMPION_FILE
-    if not path.exists():
-        return None
     try:
-        entry = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChurnError(f"{path}: not valid JSON ({exc}); restore it from git") from None
+        entry = guarded.read_json(path, max_bytes=1_000_000)
+    except FileNotFoundError:
+        return None
     return check_entry(entry, str(path))
 
 
@@ -154,6 +155,9 @@ def check_entry(entry: Any, where: str) -> dict[str, Any]:
     for key in ("model_name", "as_of"):
         if not isinstance(entry[key], str):
             raise refuse(key, "is a string")
+    compiled = entry.get("compiled_sha256")
+    if compiled is not None and (not isinstance(compiled, str) or not SHA256.fullmatch(compiled)):
+        raise refuse("compiled_sha256", f"is null or matches {SHA256.pattern}")
     return entry
 
 
@@ -189,21 +193,36 @@ def append_history(record: dict[str, Any], root: Path = REGISTRY_DIR) -> None:
 
 
 def read_history(root: Path = REGISTRY_DIR) -> list[dict[str, Any]]:
+    """The decisions of history.jsonl, oldest first. A line that is not a JSON object (a
+    truncated write, a bad merge, a non-UTF-8 byte) is skipped with a warning:
+    `churn registry verify` reports it, and one bad line does not stop serving."""
+    records, problems = history_lines(root)
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    return records
+
+
+def history_lines(root: Path = REGISTRY_DIR) -> tuple[list[dict[str, Any]], list[str]]:
+    """history.jsonl's records and one message per line that is not a record."""
     path = root / HISTORY_FILE
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        data = guarded.read_bytes(path, guarded.MAX_HISTORY_BYTES)
+    except FileNotFoundError:
+        return [], []
+    records, problems = [], []
+    for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ChurnError(f"{path}:{number}: not valid JSON") from None
+            record = guarded.parse(line, f"{path}:{number}")
+        except RegistryError as exc:
+            problems.append(str(exc))
+            continue
         if not isinstance(record, dict):
-            raise ChurnError(f"{path}:{number}: expected a JSON object per line")
+            problems.append(f"{path}:{number}: expected a JSON object per line")
+            continue
         records.append(record)
-    return records
+    return records, problems
 
 
 # --- the content-addressed artifact store ----------------------------------------------
@@ -242,8 +261,8 @@ def record_local_run(sha256: str, run_id: str | None) -> None:
 
 def _recorded_runs(path: Path) -> dict[str, str]:
     try:
-        runs = json.loads(path.read_text())
-    except (OSError, ValueError):
+        runs = guarded.read_json(path, max_bytes=1_000_000)
+    except (OSError, RegistryError):
         return {}
     return runs if isinstance(runs, dict) else {}
 
@@ -344,6 +363,7 @@ def verified_artifact(entry: dict[str, Any]) -> Path:
             f"{path}: artifact of version {entry['version']} is absent; run `dvc repro` "
             "(training is deterministic and promote restores it)"
         )
+    guarded.require_regular(path)  # a symlink to /dev/zero would be hashed forever
     actual = sha256_file(path)
     if actual != entry["sha256"]:
         raise ChurnError(
@@ -426,8 +446,8 @@ def entry_for(
     tags = run["tags"]
     contract_path = store_path(sha256).parent / CONTRACT_FILE
     features = []
-    if contract_path.exists():
-        contract = json.loads(contract_path.read_text())
+    if guarded.exists(contract_path):
+        contract = guarded.read_json(contract_path)
         features = [{"name": f["name"], "kind": f["kind"]} for f in contract["features"]]
     return {
         "model_name": name,
@@ -542,8 +562,8 @@ def _verify(name: str, repair: bool, root: Path) -> list[str]:
     champion = read_champion(root)
     if champion is None:
         return [f"{root / CHAMPION_FILE}: no champion yet; run `dvc repro` to promote one"]
-    problems = []
-    last = last_change(read_history(root))
+    history, problems = history_lines(root)
+    last = last_change(history)
     if last is None or last.get("sha256") != champion["sha256"]:
         problems.append(
             f"{root / HISTORY_FILE}: no record made version {champion['version']} (sha256 "
@@ -559,6 +579,7 @@ def _verify(name: str, repair: bool, root: Path) -> list[str]:
         verified_artifact(champion)
     except ChurnError as exc:
         problems.append(str(exc))
+    problems += _compiled_problems(champion)
     alias = tracking.alias_version(name, CHAMPION)
     holder = tracking.find_version_by_sha(name, champion["sha256"])
     if holder is None:
@@ -586,6 +607,26 @@ def _verify(name: str, repair: bool, root: Path) -> list[str]:
             )
             problems[-1] += " (repaired)"
     return problems
+
+
+def _compiled_problems(champion: dict[str, Any]) -> list[str]:
+    """compiled.json against the sha256 the champion records (absent is fine: serving then
+    loads the Pipeline; different bytes are never served, and a sign of tampering)."""
+    recorded = champion.get("compiled_sha256")
+    path = store_path(champion["sha256"]).parent / COMPILED_FILE
+    if recorded is None or not guarded.exists(path):
+        return []
+    try:
+        found = hashlib.sha256(guarded.read_bytes(path)).hexdigest()
+    except RegistryError as exc:
+        return [str(exc)]
+    if found == recorded:
+        return []
+    return [
+        f"{path}: sha256 {found[:12]}… is not the {recorded[:12]}… champion.json records "
+        "(edited after promote?); serving ignores it; delete it and run "
+        "`dvc repro -f -s promote` to rewrite it"
+    ]
 
 
 def previous_champion(history: list[dict[str, Any]], current_sha: str) -> dict[str, Any] | None:

@@ -123,14 +123,52 @@ def refused(workdir, frame, tmp_path, **table) -> str:
     return error_line(result)
 
 
-@pytest.mark.parametrize("bad", ["abc", "inf", "-inf"])
-def test_one_bad_number_is_a_named_error_not_a_dropped_column(bad, tmp_path, workdir):
-    frame = telco_like(60)
+@pytest.mark.parametrize(("bad", "rule"), [("abc", "numeric"), ("inf", "dtype"),
+                                           ("-inf", "dtype")])  # fmt: skip
+def test_one_bad_number_is_a_named_error_not_a_dropped_column(bad, rule, tmp_path, workdir):
+    frame = telco_like(60)  # one cell in 60: 1.7 %, over the 1 % allowed
     frame["MonthlyCharges"] = frame["MonthlyCharges"].astype(str)
     frame.loc[7, "MonthlyCharges"] = bad
     message = refused(workdir, frame, tmp_path)
-    assert "t.csv" in message and "'MonthlyCharges'" in message and "'dtype'" in message
+    assert "t.csv" in message and "'MonthlyCharges'" in message and f"'{rule}'" in message
     assert "customerID 0007-ABCDE" in message  # the configured id column and a real id
+
+
+@pytest.mark.parametrize("levels", [None, [1, 2, 3]])
+def test_a_numeric_column_with_15_percent_text_is_refused_not_dropped_or_recast(
+    levels, tmp_path, workdir
+):
+    """15 % "abc" in a numeric column was dropped as id-like text with a warning, or (few
+    distinct numbers) silently read as a category; now it is refused, naming the column,
+    the share and three ids."""
+    frame = telco_like(200)
+    if levels is not None:
+        frame["MonthlyCharges"] = np.resize(levels, 200)
+    frame["MonthlyCharges"] = frame["MonthlyCharges"].astype(str)
+    frame.loc[frame.index % 20 < 3, "MonthlyCharges"] = "abc"  # 30 of 200
+    message = refused(workdir, frame, tmp_path)
+    assert "'MonthlyCharges' breaks rule 'numeric'" in message
+    assert "15.0% of its non-blank cells are not numbers (['abc'])" in message
+    assert "max_non_numeric_share 1.0%" in message
+    assert "customerID 0000-ABCDE, 0001-ABCDE, 0002-ABCDE" in message
+
+
+def test_a_rare_non_numeric_cell_is_read_as_missing_with_a_warning(tmp_path, workdir):
+    frame = telco_like(300)
+    frame["MonthlyCharges"] = frame["MonthlyCharges"].astype(str)
+    frame.loc[5, "MonthlyCharges"] = "abc"  # 1 of 300: 0.33 % ("n/a" is already missing)
+    source = tmp_path / "t.csv"
+    frame.to_csv(source, index=False)
+    table_params(workdir, source)
+    result = churn(workdir, "ingest")
+    assert result.returncode == 0, result.stderr
+    assert "column 'MonthlyCharges': 1 non-numeric cell(s) ['abc'] read as missing" in (
+        result.stderr
+    )
+    kinds = read_json(workdir / "data/raw/manifest.json")["features"]
+    assert kinds["MonthlyCharges"] == "numeric"
+    features = pd.read_parquet(workdir / "data/raw/2024-01-31/features.parquet")
+    assert features["MonthlyCharges"].isna().sum() == 1
 
 
 def test_course_named_counts_and_money_are_checked_like_snapshots(tmp_path, workdir):
@@ -143,7 +181,7 @@ def test_course_named_counts_and_money_are_checked_like_snapshots(tmp_path, work
     frame["skips_7d"] = "3"
     frame.loc[9, "skips_7d"] = "abc"  # used to pass ingest and fail in prepare, naming nothing
     message = refused(workdir, frame, tmp_path)
-    assert "'skips_7d'" in message and "'dtype'" in message and "0009-ABCDE" in message
+    assert "'skips_7d'" in message and "'numeric'" in message and "0009-ABCDE" in message
 
 
 def test_declared_non_negative_columns(tmp_path, workdir):

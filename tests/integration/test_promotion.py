@@ -161,9 +161,17 @@ def test_champion_with_corrupt_artifact_is_never_used(work):
         registry.verified_artifact(champion())
     problems = registry.verify(NAME)
     assert any("does not match" in p for p in problems)
-    # promote scores against the recorded metric instead of loading the corrupt file
+    # promote refuses to decide against it (it used to decide against the recorded metric
+    # after a warning), unless told to with --repair; the champion is untouched
     build(params(**WEAK))
-    report = promote.run(params(**WEAK))
+    before = Path(CHAMPION_JSON).read_text()
+    with pytest.raises(ChurnError, match=r"against champion version 1: .*does not match"):
+        promote.run(params(**WEAK))
+    assert Path(CHAMPION_JSON).read_text() == before
+    dry = promote.run(params(**WEAK), dry_run=True)  # a report changes nothing: allowed
+    assert "recorded metric" in next(g for g in dry["gates"]
+                                     if g["gate"] == "non_regression")["detail"]  # fmt: skip
+    report = promote.run(params(**WEAK), repair=True)
     gate = next(g for g in report["gates"] if g["gate"] == "non_regression")
     assert "recorded metric" in gate["detail"]
 

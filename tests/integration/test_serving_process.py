@@ -37,7 +37,7 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def start_server(repo: Path, workers: int, log_name: str):
+def start_server(repo: Path, workers: int, log_name: str, **extra_env: str):
     """`churn serve` on a free loopback port; yields its URL, stops it afterwards."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -46,7 +46,7 @@ def start_server(repo: Path, workers: int, log_name: str):
         proc = subprocess.Popen(
             [str(BIN / "churn"), "serve", "--port", str(port), "--workers", str(workers)],
             cwd=repo, stdout=log, stderr=subprocess.STDOUT,
-            env={**env(), "CHURN_ADMIN_TOKEN": TOKEN}, start_new_session=True,
+            env={**env(), "CHURN_ADMIN_TOKEN": TOKEN, **extra_env}, start_new_session=True,
         )  # fmt: skip
         try:
             wait_until_ok(f"{url}/ready", proc, log_path, 90)
@@ -160,6 +160,67 @@ def test_two_workers_one_reload_every_answer_from_the_new_version(repo):
         live = [line for line in text.splitlines()
                 if line.startswith("churn_model_info{") and line.endswith(" 1.0")]  # fmt: skip
         assert len(live) == 2 and all(f'version="{other}"' in line for line in live), live
+
+
+def _own_tmp(repo: Path, name: str) -> Path:
+    """A TMPDIR of the test's own: the server's temp folder is the only one in it."""
+    tmp = repo / name
+    tmp.mkdir()
+    return tmp
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]  # fmt: skip
+
+
+def test_a_restarted_worker_serves_what_the_others_serve(repo):
+    """champion.json changes without a reload, then a worker dies: the one uvicorn starts
+    in its place serves what the other serves (it came back on the new file before), the
+    dead worker's gauges leave /metrics, and SIGTERM removes the server's temp folder."""
+    log_name = "serve-restart.log"
+    tmp = _own_tmp(repo, "tmp-restart")
+    servers = start_server(repo, 2, log_name, TMPDIR=str(tmp))
+    url = next(servers)
+    master = int(next(line.split("[")[1].split("]")[0]
+                      for line in (repo / log_name).read_text().splitlines()
+                      if "Started parent process" in line))  # fmt: skip
+    assert [p.name[:12] for p in tmp.iterdir()] == ["churn-serve-"]
+    try:
+        served = httpx.get(f"{url}/model").json()["version"]
+        other = "2" if served == "1" else "1"
+        sh(repo, str(BIN / "churn"), "rollback", "--to", other, "--reason", "no reload")
+        victim = _workers_of(master)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while (repo / log_name).read_text().count("Application startup complete") < 3:
+            assert time.monotonic() < deadline, (repo / log_name).read_text()[-2000:]
+            time.sleep(0.5)
+        versions: Counter = Counter()
+        for i in range(40):  # new connections: the kernel spreads them over both workers
+            answer = httpx.post(f"{url}/predict", json={"user_id": f"SF-{i % 800 + 1:07d}"})
+            versions[answer.json()["model_version"]] += 1
+        assert versions == Counter({served: 40}), versions
+        text = httpx.get(f"{url}/metrics").text
+        live = [line for line in text.splitlines()
+                if line.startswith("churn_model_info{") and line.endswith(" 1.0")]  # fmt: skip
+        assert len(live) == 2 and f'pid="{victim}"' not in text, live
+    finally:
+        servers.close()  # SIGTERM to the process group, as a service manager would
+        sh(repo, str(BIN / "churn"), "rollback", "--to", served, "--reason", "restore")
+    assert list(tmp.iterdir()) == []
+
+
+def test_sigterm_removes_the_temp_folder_of_a_single_process_server(repo):
+    """uvicorn re-raised SIGTERM after its shutdown and the default action killed `churn
+    serve` before it removed its folder: /tmp/churn-serve-* piled up."""
+    tmp = _own_tmp(repo, "tmp-single")
+    servers = start_server(repo, 1, "serve-sigterm.log", TMPDIR=str(tmp))
+    next(servers)
+    assert [p.name[:12] for p in tmp.iterdir()] == ["churn-serve-"]
+    servers.close()
+    assert list(tmp.iterdir()) == []
 
 
 def test_clients_that_hang_up_mid_answer_do_not_kill_the_server(server):

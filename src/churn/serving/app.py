@@ -22,10 +22,10 @@ from prometheus_client import (
 
 from churn import registry
 from churn.errors import ChurnError
-from churn.serving.loading import Bundle, Served, load_bundle
+from churn.serving.loading import Bundle, Served
 from churn.serving.metrics import Metrics, observe_batch
 from churn.serving.middleware import RequestContext
-from churn.serving.reload import _install, _poll, _reload, _signal_key
+from churn.serving.reload import _poll, _reload, _signal_key, start
 from churn.serving.settings import Settings
 from churn.serving.strict import StrictJSONRoute, validation_error
 from churn.serving.validation import BatchRequest, Prediction, PredictRequest, validate_record
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             # no local name for the bundle: this frame lives until shutdown and would keep
             # the first bundle (model and online table) through every reload
-            _install(app.state, await asyncio.to_thread(load_bundle, settings))
+            await start(app.state, settings)
             log.info("serving version %s (sha256 %s…), %d online users",
                      app.state.bundle.champion.version,
                      app.state.bundle.champion.entry["sha256"][:12],

@@ -3,7 +3,6 @@ contract (sha256-checked, skops), the online features, the challenger."""
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -14,16 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn import modelfile, registry, runtimes
+from churn import guarded, modelfile, registry, runtimes
 from churn.errors import ChurnError
 from churn.fastpath import (
     COMPILED_FILE,
     CompiledModel,
     check_sample,
     compile_pipeline,
-    compiled_payload,
     read_compiled,
-    write_compiled,
 )
 from churn.serving.settings import Settings
 
@@ -64,9 +61,9 @@ class Bundle:
 def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime: str) -> Served:
     path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
     contract_path = registry.contract_file(entry)
-    if not contract_path.exists():
+    if not guarded.exists(contract_path):
         raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
-    contract = json.loads(contract_path.read_text())
+    contract = guarded.read_json(contract_path)
     names = [f["name"] for f in contract["features"]]
     missing = [n for n in names if n not in online.columns]
     if missing:
@@ -74,10 +71,14 @@ def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime:
                          f"{entry['version']}")  # fmt: skip
     compiled_path = path.parent / COMPILED_FILE
     compiled, report = None, None
-    if runtime in ("auto", "numpy") and compiled_path.exists():
-        compiled, report = _from_compiled_file(compiled_path, entry, runtime)
+    if runtime in ("auto", "numpy") and guarded.exists(compiled_path):
+        if modelfile.plainly_trusted(path.read_bytes()):
+            compiled, report = _from_compiled_file(compiled_path, entry, runtime)
+        else:  # skops decides (and refuses a pickle or untrusted types): no compiled path
+            log.info("version %s: %s names types beyond the linear Pipeline's; loading it "
+                     "with skops", entry["version"], path.name)  # fmt: skip
     if compiled is None:
-        compiled, report = _from_pipeline(path, entry, online, runtime, compiled_path)
+        compiled, report = _from_pipeline(path, entry, online, runtime)
     num, cat = compiled.encode(online)
     return Served(role, entry, contract, compiled, compiled.transform(num, cat), report)
 
@@ -88,7 +89,7 @@ def _from_compiled_file(
     """The numpy path from compiled.json without sklearn, or (None, None) with the reason
     logged when the file cannot be used (then the Pipeline is loaded as always)."""
     try:
-        compiled, diff, rows = read_compiled(path, entry["sha256"])
+        compiled, diff, rows = read_compiled(path, entry["sha256"], entry.get("compiled_sha256"))
     except ValueError as exc:
         log.warning("version %s: %s; loading the Pipeline instead", entry["version"], exc)
         return None, None
@@ -101,10 +102,11 @@ def _from_compiled_file(
 
 
 def _from_pipeline(
-    path: Path, entry: dict[str, Any], online: pd.DataFrame, runtime: str, compiled_path: Path
+    path: Path, entry: dict[str, Any], online: pd.DataFrame, runtime: str
 ) -> tuple[CompiledModel, dict[str, Any]]:
     """The compiled request path from the skops Pipeline, checked against it on sample
-    rows; writes compiled.json when the numpy runtime was adopted."""
+    rows. (compiled.json is promote's to write: a file serve wrote would not be recorded
+    with the champion, so no later start could trust it.)"""
     pipeline = modelfile.load(path)
     sample = check_sample(online)
     compiled = compile_pipeline(pipeline, sample)
@@ -121,15 +123,6 @@ def _from_pipeline(
     else:
         log.info("version %s: runtime %s (%s)", entry["version"], report["name"],
                  report["tried"][report["name"]])  # fmt: skip
-    payload = None
-    if report["name"] == "numpy":
-        payload = compiled_payload(compiled, entry["sha256"], num, cat, reference)
-    if payload is not None:
-        try:
-            write_compiled(compiled_path, payload)
-            log.info("wrote %s: later starts need no sklearn", compiled_path)
-        except OSError as exc:  # a read-only store still serves
-            log.warning("could not write %s: %s", compiled_path, exc)
     return compiled, report
 
 
@@ -179,13 +172,14 @@ def _online_table(settings: Settings, entry: dict[str, Any]) -> tuple[pd.DataFra
                              "(promote publishes them)")  # fmt: skip
         online = pd.read_parquet(path)
         spec_path = path.parent / "features.json"
-        spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
+        spec = guarded.read_json(spec_path) if guarded.exists(spec_path) else {}
     return online.drop_duplicates("user_id").reset_index(drop=True), spec.get("online_as_of")
 
 
-def load_bundle(settings: Settings) -> Bundle:
-    """Read the registry and features; raise ChurnError with the reason when not servable."""
-    entry = champion_entry(settings)
+def load_bundle(settings: Settings, entry: dict[str, Any] | None = None) -> Bundle:
+    """Read the registry (or serve `entry`, what this server's other workers serve) and
+    the features; raise ChurnError with the reason when not servable."""
+    entry = entry or champion_entry(settings)
     online, online_as_of = _online_table(settings, entry)
     champion = _load_model(entry, registry.CHAMPION, online, settings.runtime)
     challenger = None

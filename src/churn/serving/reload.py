@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from churn import registry
+from churn import guarded, registry
 from churn.errors import ChurnError
 from churn.io import atomic_write_text
 from churn.serving.loading import Bundle, load_bundle
@@ -37,10 +37,43 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-async def _reload(state: Any, settings: Settings, announce: bool = True) -> tuple[bool, str]:
+SERVED = "served.json"  # in CHURN_RUN_DIR: the champion entry this server's workers serve
+
+
+def served_entry(settings: Settings) -> dict[str, Any] | None:
+    """The champion entry the workers of this `churn serve` agreed on (None: none yet, or a
+    single process without CHURN_RUN_DIR). A worker the supervisor restarts loads this one,
+    not a champion.json that changed without a reload, so all workers answer alike."""
+    if settings.run_dir is None:
+        return None
+    path = settings.run_dir / SERVED
+    try:
+        return registry.check_entry(guarded.read_json(path), str(path))
+    except FileNotFoundError:
+        return None
+
+
+def record_served(settings: Settings, bundle: Bundle) -> None:
+    if settings.run_dir is not None:
+        atomic_write_text(settings.run_dir / SERVED, json.dumps(bundle.champion.entry))
+
+
+async def start(state: Any, settings: Settings) -> None:
+    """A worker's first load: what the other workers serve when they serve something,
+    else the registry's champion (then recorded for the workers after it)."""
+    agreed = served_entry(settings)
+    bundle = await asyncio.to_thread(load_bundle, settings, agreed)
+    _install(state, bundle)
+    if agreed is None:
+        record_served(settings, bundle)
+
+
+async def _reload(
+    state: Any, settings: Settings, announce: bool = True, entry: dict[str, Any] | None = None
+) -> tuple[bool, str]:
     async with state.reload_lock:
         try:
-            bundle = await asyncio.to_thread(load_bundle, settings)
+            bundle = await asyncio.to_thread(load_bundle, settings, entry)
         except ChurnError as exc:
             state.metrics.reloads.labels("failed").inc()
             log.error("reload failed, keeping the current model: %s", exc)
@@ -49,6 +82,7 @@ async def _reload(state: Any, settings: Settings, announce: bool = True) -> tupl
         state.metrics.reloads.labels("ok").inc()
         log.info("reloaded: serving version %s", bundle.champion.version)
         if announce and settings.run_dir is not None:
+            record_served(settings, bundle)  # before the announcement the others follow
             atomic_write_text(settings.run_dir / RELOAD_SIGNAL,
                               json.dumps({"sha256": bundle.champion.entry["sha256"],
                                           "version": bundle.champion.version}))  # fmt: skip
@@ -87,7 +121,7 @@ async def follow_reload(state: Any, settings: Settings) -> None:
         current = state.bundle.champion.entry["sha256"] if state.bundle is not None else None
         if wanted is not None and wanted == current:
             return
-    await _reload(state, settings, announce=False)
+    await _reload(state, settings, announce=False, entry=served_entry(settings))
 
 
 def _champion_marker(settings: Settings) -> Any:
