@@ -12,6 +12,7 @@ from churn.fastpath import (
     CalibratedScores,
     compile_pipeline,
     compiled_payload,
+    compiled_sha256,
     read_compiled,
     write_compiled,
 )
@@ -57,7 +58,8 @@ def _compiled_file(tmp_path, pipeline, sample, sha="a" * 64):
 def test_compiled_json_serves_a_logistic_regression_like_its_pipeline(tmp_path, calibration):
     pipeline, x = _fitted("logistic_regression", calibration)
     assert _compiled_file(tmp_path, pipeline, x.head(100)) is not None
-    loaded, diff, rows = read_compiled(tmp_path / COMPILED_FILE, "a" * 64)
+    path = tmp_path / COMPILED_FILE
+    loaded, diff, rows = read_compiled(path, "a" * 64, compiled_sha256(path))
     assert rows == 100 and diff <= 1e-9 and loaded.estimator is None
     unseen = quirky_frame(300, seed=9).drop(columns="churn_label")  # rows not in the file
     slow = pipeline.predict_proba(unseen[list(loaded.features)])[:, 1]
@@ -78,19 +80,27 @@ def test_a_compiled_json_that_does_not_reproduce_its_scores_is_refused(tmp_path)
     pipeline, x = _fitted("logistic_regression", "sigmoid")
     payload = _compiled_file(tmp_path, pipeline, x.head(100))
     path = tmp_path / COMPILED_FILE
+
+    def read(model_sha: str = "a" * 64):
+        return read_compiled(path, model_sha, compiled_sha256(path))  # bytes as recorded
+
+    with pytest.raises(ValueError, match="not recorded with the champion"):
+        read_compiled(path, "a" * 64, None)
+    with pytest.raises(ValueError, match="the champion records"):
+        read_compiled(path, "a" * 64, "c" * 64)
     with pytest.raises(ValueError, match="written for another model"):
-        read_compiled(path, "b" * 64)
+        read("b" * 64)
     payload["linear"]["coef"][0] += 1e-3  # one coefficient edited
     path.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match=r"> 1e-09"):
-        read_compiled(path, "a" * 64)
+        read()
     path.write_text(json.dumps({**payload, "format": 0}))
     with pytest.raises(ValueError, match="format is not 1"):
-        read_compiled(path, "a" * 64)
+        read()
     del payload["medians"]
     path.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match="malformed"):
-        read_compiled(path, "a" * 64)
+        read()
     path.write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
-        read_compiled(path, "a" * 64)
+        read()

@@ -8,14 +8,15 @@ import hmac
 import logging
 import math
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
 )
@@ -164,6 +165,10 @@ def _shadow(request: Request, bundle: Bundle, served: Served, score: float, row)
     metrics.shadow_agreement.labels(str((other >= threshold) == (score >= threshold))).inc()
 
 
+# /admin/reload's bearer token (CHURN_ADMIN_TOKEN), declared in the OpenAPI schema; module
+# level: the route's annotations are strings resolved against this module's globals
+BEARER = HTTPBearer(auto_error=False, description="CHURN_ADMIN_TOKEN")
+
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"description": "not ready: no model or features loaded (the reason is in detail)"}
 }
@@ -308,12 +313,14 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     }
 
     @app.post("/admin/reload", responses=reload_responses)
-    async def reload(request: Request) -> dict[str, Any]:
+    async def reload(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> dict[str, Any]:
         """Re-read champion.json and swap model and features atomically (bearer token)."""
         if not settings.admin_token:
             raise HTTPException(404, detail="reload is disabled: set CHURN_ADMIN_TOKEN")
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        token = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
             raise HTTPException(401, detail="bad or missing bearer token")
         ok, info = await _reload(request.app.state, settings)
