@@ -402,6 +402,7 @@ def _apply(
             )  # fmt: skip
             entry["compiled_sha256"] = _compile_for_serving(candidate, prepared_dir)
             registry.move_champion(entry, {"action": "promote", **record, "version_after": version,
+                                           "compiled_sha256": entry["compiled_sha256"],
                                            "reason": reason}, registry_dir)  # fmt: skip
             log.info("promoted version %s to '%s'", version, registry.CHAMPION)
         else:

@@ -518,7 +518,8 @@ def champion_record(entry: dict[str, Any], action: str, **extra: Any) -> dict[st
     previous = entry.get("previous") or {}
     record = {"action": action, "model_name": entry["model_name"],
               "version_before": previous.get("version"), "version_after": entry["version"],
-              "sha256_before": previous.get("sha256"), "sha256": entry["sha256"]}  # fmt: skip
+              "sha256_before": previous.get("sha256"), "sha256": entry["sha256"],
+              "compiled_sha256": entry.get("compiled_sha256")}  # fmt: skip
     if action == "rollback":
         record["rolled_back_sha256"] = previous.get("sha256")
     return {**record, **extra}
@@ -629,6 +630,16 @@ def _compiled_problems(champion: dict[str, Any]) -> list[str]:
     ]
 
 
+def recorded_compiled(history: list[dict[str, Any]], sha256: str) -> str | None:
+    """The compiled.json sha256 the history recorded when `sha256` last became champion
+    (a rollback brings it back with its model; None: serving loads the Pipeline)."""
+    for record in reversed(history):
+        if record.get("sha256") == sha256 and record.get("action") in ("promote", "rollback"):
+            found = record.get("compiled_sha256")
+            return found if isinstance(found, str) and SHA256.fullmatch(found) else None
+    return None
+
+
 def previous_champion(history: list[dict[str, Any]], current_sha: str) -> dict[str, Any] | None:
     """The champion before the current one, from the audit trail."""
     for record in reversed(history):
@@ -672,6 +683,7 @@ def rollback(name: str, to: str | None, reason: str, root: Path | None = None) -
             reason=f"rollback: {reason}", decision=None, previous=current,
         )  # fmt: skip
         verified_artifact(entry)  # refuses a missing or corrupt artifact
+        entry["compiled_sha256"] = recorded_compiled(read_history(root), sha)
         move_champion(entry, champion_record(entry, "rollback", reason=reason), root)
         published = online_dir(root)
         if all((published / n).is_file() for n in ONLINE_FILES):

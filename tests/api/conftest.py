@@ -3,7 +3,9 @@ weaker challenger (version 2, skipped by promote)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +35,7 @@ def stages_in(root: Path) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
 
 
-@pytest.fixture(scope="session")
-def served_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("served")
+def build_served(root: Path) -> Path:
     with stages_in(root):
         strong = small_params(**{"ingest.synthetic.n_users": 800})
         weak = small_params(**{"ingest.synthetic.n_users": 800, "train.hist_gb.max_iter": 10,
@@ -47,6 +47,28 @@ def served_dir(tmp_path_factory) -> Path:
             evaluate.run(p)
             drift.run(p)
             promote.run(p)
+    return root
+
+
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory, worker_id) -> Path:
+    """The served registry, built once per test run: under pytest-xdist the first process
+    builds it in the run's shared temp folder (the others wait on a lock) and each process
+    works on its own copy, so no test sees another process's changes. (Three processes
+    built it three times, ~45 s of CPU each.) The copy's MLflow database names the build's
+    run artifacts, which stay in place for the run."""
+    if worker_id == "master":
+        return build_served(tmp_path_factory.mktemp("served"))
+    shared = tmp_path_factory.getbasetemp().parent / "served-build"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / ".built").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build_served(shared)
+            (shared / ".built").touch()
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(shared, root, symlinks=True, dirs_exist_ok=True)
     return root
 
 

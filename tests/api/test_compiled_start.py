@@ -170,3 +170,27 @@ def test_promote_writes_compiled_json_so_even_the_first_start_needs_no_sklearn(
     assert json.loads(compiled.read_text())["model_sha256"] == entry["sha256"]
     start = _second_start(linear_dir, _first_user(linear_dir))
     assert start["source"] == COMPILED_FILE and start["sklearn"] is False
+
+
+def test_a_rollback_brings_back_the_compiled_json_its_version_was_promoted_with(
+    linear_dir, monkeypatch
+):
+    monkeypatch.chdir(linear_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{linear_dir / 'mlflow.db'}")
+    first, _ = _served(linear_dir)
+    other = small_params(**LINEAR, **{"train.logistic_regression.C": 0.05,
+                                      "promote.margin": -1.0})  # fmt: skip
+    for stage in (train, evaluate, drift, promote):
+        stage.run(other)
+    second, _ = _served(linear_dir)
+    assert second["version"] != first["version"] and second["compiled_sha256"]
+    try:
+        back = registry.rollback(first["model_name"], first["version"], "test")
+        assert back["compiled_sha256"] == first["compiled_sha256"]
+        last = registry.read_history(linear_dir / registry.REGISTRY_DIR)[-1]
+        assert last["action"] == "rollback" and last["compiled_sha256"] == first["compiled_sha256"]
+        start = _second_start(linear_dir, _first_user(linear_dir))
+        assert start["source"] == COMPILED_FILE and start["sklearn"] is False
+    finally:
+        for stage in (train, evaluate, drift):  # the module's later tests see the first model
+            stage.run(small_params(**LINEAR))
