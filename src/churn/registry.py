@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fcntl
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import Any
 
 from churn import guarded, modelfile, tracking
 from churn.errors import ChurnError, RegistryError
-from churn.fastpath import COMPILED_FILE
+from churn.fastpath import COMPILED_FILE, compiled_sha256
 from churn.io import atomic_copy, atomic_write_text, sha256_file
 
 log = logging.getLogger("churn.registry")
@@ -618,7 +617,7 @@ def _compiled_problems(champion: dict[str, Any]) -> list[str]:
     if recorded is None or not guarded.exists(path):
         return []
     try:
-        found = hashlib.sha256(guarded.read_bytes(path)).hexdigest()
+        found = compiled_sha256(path)
     except RegistryError as exc:
         return [str(exc)]
     if found == recorded:
