@@ -34,25 +34,27 @@ def pytest_configure(config: pytest.Config) -> None:
     threadpool_limits(1)
 
 
-# The heaviest test files first (worker seconds measured with --durations=0 on two cores,
-# 2026-12-03). scripts/test runs three pytest processes that take one file at a time in
-# collection order: started first, the long files run side by side instead of one process
-# finishing alone on one.
+# The heaviest test files first (seconds per file from --durations in a fresh clone on two
+# idle cores, 2026-12-03). scripts/test runs three pytest processes that take one file at a
+# time in this order (--no-loadscope-reorder): started first, the long files run side by
+# side instead of one process finishing alone on one.
 HEAVY_FIRST = (
-    "tests/integration/test_tour.py",  # 276 s
-    "tests/pipeline/test_dvc_pipeline.py",  # 255 s
-    "tests/integration/test_promotion.py",  # 230 s
-    "tests/integration/test_monitor.py",  # 226 s
-    "tests/pipeline/test_experiments.py",  # 180 s
-    "tests/integration/test_team_replicas.py",  # 155 s
-    "tests/integration/test_serving_process.py",  # 144 s
-    "tests/pipeline/test_ci_scripts.py",  # 72 s
-    "tests/pipeline/test_own_data.py",  # 71 s
-    "tests/integration/test_mlflow_server.py",  # 54 s
-    "tests/integration/test_drift.py",  # 51 s
-    "tests/api/test_routes.py",  # 45 s
-    "tests/data/test_columns.py",  # 37 s
-    "tests/model/test_search.py",  # 27 s
+    "tests/integration/test_tour.py",  # 454 s
+    "tests/integration/test_monitor.py",  # 378 s
+    "tests/pipeline/test_dvc_pipeline.py",  # 272 s
+    "tests/pipeline/test_experiments.py",  # 255 s
+    "tests/integration/test_promotion.py",  # 186 s
+    "tests/integration/test_team_replicas.py",  # 177 s
+    "tests/integration/test_serving_process.py",  # 145 s
+    "tests/pipeline/test_ci_scripts.py",  # 97 s
+    "tests/pipeline/test_own_data.py",  # 89 s
+    "tests/model/test_search.py",  # 72 s
+    "tests/integration/test_mlflow_server.py",  # 51 s
+    "tests/model/test_real_data.py",  # 42 s
+    "tests/integration/test_mlflow_tracking.py",  # 30 s
+    "tests/integration/test_drift.py",
+    "tests/api/test_routes.py",
+    "tests/data/test_columns.py",
 )
 
 
