@@ -210,6 +210,19 @@ class PromoteParams(_Frozen):
     allow_contract_change: bool = Field(
         False, description="accept features that differ from the champion's"
     )
+    min_oot_roc_auc: float | None = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="floor on next month's ROC AUC when a later month has "
+        "labels (null: no floor, stated in the report)",
+    )
+    max_oot_drop: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="allowed drop of next month's ROC AUC vs the champion's on the same month",
+    )
 
 
 class MlflowParams(_Frozen):

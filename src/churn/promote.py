@@ -84,6 +84,7 @@ def evaluate_gates(
     champion: dict | None,
     champion_model: Any | None,
     test: pd.DataFrame,
+    later: pd.DataFrame,
     drift: dict | None,
     rolled_back: set[str],
     p: PromoteParams,
@@ -102,10 +103,10 @@ def evaluate_gates(
         gates.append(gate("non_regression", None, p.margin, True, "no champion yet"))
     else:
         cand_value = compute_metrics(y, scores, threshold, 0)[p.metric]
-        champ_names = feature_names({"features": _features(champion)}) or names
-        lacking = [n for n in champ_names if n not in test.columns]
+        champ = champ_names(champion, names)
+        lacking = [n for n in champ if n not in test.columns]
         if champion_model is not None and not lacking:
-            champ_scores = churn_scores(champion_model, test, champ_names)
+            champ_scores = churn_scores(champion_model, test, champ)
             champ_value = compute_metrics(y, champ_scores, threshold, 0)[p.metric]
             basis = "both scored on this test set"
         else:
@@ -123,6 +124,8 @@ def evaluate_gates(
             detail = f"{p.metric} {cand_value:.4f} vs champion {champ_value:.4f}; {basis}"
             ok = delta >= p.margin
             gates.append(gate("non_regression", round(delta, 6), p.margin, ok, detail))
+    gates += out_of_time_gates(candidate, champion_model, champ_names(champion, names), later,
+                               p, threshold)  # fmt: skip
     if champion is None or not _features(champion):
         gates.append(gate("feature_contract", [], None, True, "no champion contract to match"))
     else:
@@ -158,6 +161,49 @@ def evaluate_gates(
         context = {k: drift.get(k) for k in ("current_as_of", "drift_share", "retrain_recommended")}
         gates.append(gate("drift_context", context, drift.get("threshold"), None))
     return gates, latency
+
+
+def champ_names(champion: dict | None, fallback: list[str]) -> list[str]:
+    """The champion's input columns (its contract's; `fallback` when it records none)."""
+    return feature_names({"features": _features(champion or {})}) or fallback
+
+
+def out_of_time_gates(
+    candidate: Candidate,
+    champion_model: Any | None,
+    champion_names: list[str],
+    later: pd.DataFrame,
+    p: PromoteParams,
+    threshold: float,
+) -> list[dict]:
+    """Next month's labels, the number to trust: the candidate's ROC AUC on the first
+    labelled month after its training snapshot against a floor, and against the champion's
+    on the same rows. Without such a month there is nothing to check (informational)."""
+    as_of = (candidate.metrics.get("oot") or {}).get("as_of")
+    label = candidate.contract["label"]
+    if later.empty or as_of is None or later[label].nunique() < 2:
+        return [gate("out_of_time_roc_auc", None, p.min_oot_roc_auc, None,
+                     "no later month with both outcomes labelled: nothing to check")]  # fmt: skip
+    y = later[label].astype(int).to_numpy()
+    names = feature_names({"features": candidate.contract["features"]})
+    value = compute_metrics(y, churn_scores(candidate.model, later, names), threshold, 0)
+    cand = value["roc_auc"]
+    where = f"next month {as_of}, {len(y)} users"
+    if p.min_oot_roc_auc is None:
+        gates = [gate("out_of_time_roc_auc", cand, None, None,
+                      f"{where}; no floor: promote.min_oot_roc_auc is null")]  # fmt: skip
+    else:
+        gates = [gate("out_of_time_roc_auc", cand, p.min_oot_roc_auc, cand >= p.min_oot_roc_auc,
+                      f"{where}; promote.min_oot_roc_auc")]  # fmt: skip
+    if champion_model is None or any(n not in later.columns for n in champion_names):
+        return gates
+    champ = compute_metrics(y, churn_scores(champion_model, later, champion_names),
+                            threshold, 0)["roc_auc"]  # fmt: skip
+    delta = round(cand - champ, 6)
+    gates.append(gate("out_of_time_vs_champion", delta, -p.max_oot_drop, delta >= -p.max_oot_drop,
+                      f"roc_auc {cand:.4f} vs champion {champ:.4f} on {where}; "
+                      "promote.max_oot_drop"))  # fmt: skip
+    return gates
 
 
 def render_markdown(report: dict) -> str:
@@ -289,6 +335,7 @@ def run(
         return report
 
     test = pd.read_parquet(prepared_dir / "test.parquet")
+    later = pd.read_parquet(prepared_dir / "oot.parquet")  # no rows without a later month
     drift_path = reports_dir / "drift.json"
     drift = read_json(drift_path) if drift_path.exists() else None
     history = registry.read_history(registry_dir)
@@ -303,7 +350,7 @@ def run(
                 "--repair` to decide against its recorded metrics"
             )
         log.warning("%s; deciding against its recorded metrics", unusable)
-    gates, latency = evaluate_gates(candidate, champion, champion_model, test, drift,
+    gates, latency = evaluate_gates(candidate, champion, champion_model, test, later, drift,
                                     rolled_back, p,
                                     float(candidate.contract["threshold"]))  # fmt: skip
     report = _report(candidate, champion, gates, mode)

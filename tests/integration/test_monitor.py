@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import CHAMPION_JSON, HISTORY_JSONL, REPO_ROOT
-from tests.helpers import BIN, dvc, make_repo, set_param, sh
+from tests.helpers import BIN, dvc, make_repo, ran_stages, set_param, sh
 
 pytestmark = pytest.mark.slow
 
@@ -90,14 +90,23 @@ def test_after_the_loop_no_month_asks_for_a_retrain(repo):
 
 @pytest.mark.realdata
 def test_the_course_months(shared_data, tmp_path):
-    """month_000 → month_001: the champion's AUC collapses (labels were regenerated), the
-    loop retrains on month_001, and that model misses the quality floors: skipped."""
+    """month_000 → month_001: the month_000 model is refused as the first champion (ROC AUC
+    0.49 on month_001, whose labels were regenerated) until params waive the next-month
+    floor; then the champion's AUC on month_001 collapses, the loop retrains on month_001,
+    and that model misses the quality floors: skipped."""
     repo = make_repo(tmp_path, n_users=100, n_months=2)
     set_param(repo, "ingest.source", "snapshots")
     set_param(repo, "ingest.path", str(shared_data))
     set_param(repo, "ingest.snapshots.first_as_of", "2024-01-31")
     dvc(repo, "repro")
+    refused = json.loads((repo / "reports/promotion.json").read_text())
+    assert refused["decision"] == "skip" and refused["failed_gates"] == ["out_of_time_roc_auc"]
+    assert not (repo / CHAMPION_JSON).exists()
+    set_param(repo, "promote.min_oot_roc_auc", None)  # the stated exception
+    assert ran_stages(dvc(repo, "repro")) == ["promote", "score"]
     first = champion(repo)
+    (oot,) = [g for g in first["decision"]["gates"] if g["gate"] == "out_of_time_roc_auc"]
+    assert oot["value"] < 0.55 and "no floor" in oot["detail"]
     sh(repo, str(BIN / "churn"), "monitor")
     timeline = json.loads((repo / "reports/monitor/timeline.json").read_text())
     (step,) = timeline["steps"]

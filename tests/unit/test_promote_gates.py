@@ -36,9 +36,14 @@ GOOD = Fake(lambda x: x)
 WEAK = Fake(lambda x: 0.5 + 0.1 * (x - 0.5) + 0.3 * np.sin(40 * x))
 
 
-def run(model=GOOD, champion=None, champion_model=None, metrics=None, rolled_back=(), **p):
+NO_LATER = make_frame().iloc[:0]  # oot.parquet when no later month has labels
+LATER = {"roc_auc": 0.9, "pr_auc": 0.8, "oot": {"as_of": "2024-02-29"}}  # metrics.json
+
+
+def run(model=GOOD, champion=None, champion_model=None, metrics=None, rolled_back=(),
+        later=NO_LATER, **p):  # fmt: skip
     candidate = Candidate(model, "sha-new", CONTRACT, metrics or {"roc_auc": 0.9, "pr_auc": 0.8})
-    gates, latency = evaluate_gates(candidate, champion, champion_model, make_frame(),
+    gates, latency = evaluate_gates(candidate, champion, champion_model, make_frame(), later,
                                     {"drift_share": 0.1, "retrain_recommended": False,
                                      "threshold": 0.3}, set(rolled_back),
                                     PromoteParams(**p), 0.5)  # fmt: skip
@@ -124,3 +129,40 @@ def test_calibration_gate_fails_inflated_probabilities():
     gates, _ = run(model=inflated)
     assert gates["calibration_ece"]["verdict"] == "fail", gates["calibration_ece"]
     assert gates["calibration_ece"]["value"] > 0.2
+
+
+def test_without_a_later_labelled_month_out_of_time_is_informational():
+    gates, _ = run()
+    assert gates["out_of_time_roc_auc"]["verdict"] == "info"
+    assert "nothing to check" in gates["out_of_time_roc_auc"]["detail"]
+    assert "out_of_time_vs_champion" not in gates
+
+
+def test_a_first_champion_below_the_out_of_time_floor_is_refused():
+    """The course month_000 case: good on its own month's test split (metrics pass), a coin
+    toss on the next month (AUC 0.49 measured there)."""
+    later = make_frame(seed=1).assign(x=lambda f: 1 - f["x"])  # next month: ranking reversed
+    gates, _ = run(GOOD, later=later, metrics=LATER)
+    floor = gates["out_of_time_roc_auc"]
+    assert floor["verdict"] == "fail" and floor["value"] < 0.5 and floor["threshold"] == 0.6
+    assert "next month 2024-02-29, 400 users" in floor["detail"]
+    assert gates["quality_floor_roc_auc"]["verdict"] == "pass"
+    waived, _ = run(GOOD, later=later, metrics=LATER, min_oot_roc_auc=None)
+    assert waived["out_of_time_roc_auc"]["verdict"] == "info"
+    assert "no floor: promote.min_oot_roc_auc is null" in waived["out_of_time_roc_auc"]["detail"]
+    good, _ = run(GOOD, later=make_frame(seed=1), metrics=LATER)
+    assert good["out_of_time_roc_auc"]["verdict"] == "pass"
+
+
+def test_out_of_time_against_the_champion_on_the_same_month():
+    later = make_frame(seed=2)
+    better, _ = run(GOOD, champion_entry(), WEAK, later=later, metrics=LATER)
+    assert better["out_of_time_vs_champion"]["verdict"] == "pass"
+    assert better["out_of_time_vs_champion"]["value"] > 0
+    worse, _ = run(WEAK, champion_entry(), GOOD, later=later, metrics=LATER, min_oot_roc_auc=0.0)
+    assert worse["out_of_time_vs_champion"]["verdict"] == "fail"
+    assert worse["out_of_time_vs_champion"]["value"] < -0.02
+    assert worse["out_of_time_vs_champion"]["threshold"] == -0.02
+    same, _ = run(GOOD, champion_entry(), GOOD, later=later, metrics=LATER)
+    assert same["out_of_time_vs_champion"]["value"] == 0
+    assert same["out_of_time_vs_champion"]["verdict"] == "pass"
