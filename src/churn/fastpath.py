@@ -41,6 +41,7 @@ class CompiledModel:
     estimator: Any
     runtime: str = "sklearn"  # what scores preprocessed rows (churn.runtimes.adopt)
     scorer: Any = None  # that runtime's scorer; None: the estimator's predict_proba
+    linear: dict[str, Any] | None = None  # compiled.json's linear terms (no estimator then)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -232,6 +233,8 @@ COMPILED_FORMAT = 1
 def linear_terms(compiled: CompiledModel) -> dict[str, Any] | None:
     """Coefficients, intercept and sigmoid calibration of a binary logistic regression
     (calibrated or not), or None for any other estimator."""
+    if compiled.estimator is None:  # read from compiled.json: the terms it was written with
+        return compiled.linear
     final, calibration = compiled.estimator, None
     if isinstance(final, CalibratedScores):
         if final.method_name != "sigmoid" or final.method != "decision_function":
@@ -372,6 +375,7 @@ def read_compiled(
             estimator=None,
             runtime="numpy",
             scorer=linear_scorer(payload["linear"]),
+            linear=payload["linear"],
         )
         check = payload["check"]
         num = np.array([[np.nan if v is None else v for v in row] for row in check["num"]],

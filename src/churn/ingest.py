@@ -365,4 +365,25 @@ def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
         }
         write_json(tmp / MANIFEST, manifest)
     log.info("wrote %d snapshots to %s", len(dates), out_dir)
+    warn_without_fee(manifest["features"], params.decision.fee_column)
     return manifest
+
+
+FEE_LIKE = re.compile(r"fee|charge|price|bill|amount|cost|revenue|spend|monthly", re.IGNORECASE)
+
+
+def warn_without_fee(kinds: dict[str, str], fee_column: str) -> list[str]:
+    """Warn when decision.fee_column is not a column: every user is then valued at
+    decision.customer_value, which moves the threshold and every expected value. Names the
+    numeric columns that could be the fee (fee-like names first); returns them."""
+    if kinds.get(fee_column) == "numeric":
+        return []
+    numeric = [name for name, kind in kinds.items() if kind == "numeric"]
+    candidates = [n for n in numeric if FEE_LIKE.search(n)] or numeric
+    log.warning(
+        "decision.fee_column '%s' is not a numeric column of this data: every user is valued "
+        "at decision.customer_value, not value_months x their fee. Columns that could be the "
+        "fee: %s (e.g. `churn params set decision.fee_column=%s`)", fee_column,
+        ", ".join(candidates[:5]) or "none", candidates[0] if candidates else "COLUMN",
+    )  # fmt: skip
+    return candidates

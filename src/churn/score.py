@@ -1,8 +1,9 @@
 """score: the champion scores every user of the newest snapshot — whom to call this month.
 
 Writes data/scored/<as_of>.parquet (id, calibrated probability, decision, expected value
-of an offer, rank, decile) and reports/scoring.json (counts, expected churners, expected
-value of the campaign) plus a gains table for `dvc plots` (actual churners found when the
+of an offer, rank, decile, the top three reasons) and reports/scoring.json (counts,
+expected churners, expected value of the campaign, the most common first reasons of the
+users it contacts) plus a gains table for `dvc plots` (actual churners found when the
 month has labels, expected ones always). The champion is the one of this lineage's
 registry/<name>/champion.json, loaded from the content store with its sha256 checked.
 """
@@ -22,10 +23,12 @@ from churn import modelfile, registry
 from churn.decision import customer_values, expected_gain, value_basis
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, lift_table, quantile_bins
+from churn.fastpath import check_sample, compile_pipeline
 from churn.io import read_json, require, round_floats, write_json, write_parquet
-from churn.model import churn_scores, feature_names
+from churn.model import SCORE_BLOCK_ROWS, churn_scores, feature_names
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
+from churn.reasons import direction, explainer_for, top_reasons
 
 log = logging.getLogger("churn.score")
 
@@ -47,8 +50,10 @@ def score_users(
     id_column: str,
     p: DecisionParams,
     labels: pd.Series | None = None,
+    reasons: bool = True,
 ) -> Scored:
-    """Pure: every user's calibrated probability, decision and expected value, ranked."""
+    """Pure: every user's calibrated probability, decision, expected value and top three
+    reasons (churn.reasons), ranked."""
     names = feature_names({"features": contract["features"]})
     lacking = [n for n in names if n not in online.columns]
     if lacking:
@@ -70,6 +75,16 @@ def score_users(
             "decile": np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10),
         }
     )
+    firsts, unexplained = None, None
+    if reasons:
+        try:
+            texts, firsts = reason_columns(model, online, names)
+        except ValueError as exc:  # a model shape without reasons: scores all the same
+            unexplained = str(exc)
+            log.warning("no reasons in the scored file: %s", exc)
+        else:
+            for k, column in enumerate(texts, 1):
+                table[f"reason_{k}"] = column
     table = table.iloc[order].reset_index(drop=True)
     contacted = table["churn"].to_numpy()
     report = {
@@ -83,6 +98,10 @@ def score_users(
         "offer_cost": p.offer_cost,
         "save_rate": p.save_rate,
     }
+    if firsts is not None:
+        report["top_reasons_of_contacted"] = common_reasons(firsts[probability >= threshold])
+    if unexplained is not None:
+        report["reasons_unavailable"] = unexplained
     gains = expected_gains(probability)
     if labels is not None:
         y = labels.reindex(online[id_column]).astype(float).to_numpy()
@@ -94,6 +113,43 @@ def score_users(
             row["lift"] = real["lift"]
         report["labels"] = {"users": int(known.sum()), "churners": int(y[known].sum())}
     return Scored(table, round_floats(report, 4), gains)
+
+
+REASONS = 3  # reason_1..3 in the scored file
+COMMON_REASONS = 10  # the most common first reasons in scoring.json
+
+
+def reason_columns(
+    model: Any, online: pd.DataFrame, names: list[str]
+) -> tuple[list[list[str]], np.ndarray]:
+    """The texts of every user's top REASONS reasons (reason_1, reason_2, reason_3; ""
+    where a user has fewer non-zero contributions) and each user's first reason as
+    "column raises/lowers risk", a block of rows at a time through the Pipeline's own
+    preprocessing. ValueError when the model has no reasons."""
+    compiled = compile_pipeline(model, check_sample(online))
+    if compiled is None:
+        raise ValueError("the champion's Pipeline shape is not one churn.fastpath reads")
+    explainer = explainer_for(compiled)  # ValueError for an estimator without reasons
+    texts: list[list[str]] = [[] for _ in range(REASONS)]
+    firsts: list[str] = []
+    preprocess = model[:-1]
+    for start in range(0, len(online), SCORE_BLOCK_ROWS):
+        block = online.iloc[start : start + SCORE_BLOCK_ROWS]
+        _, contributions = explainer.contributions(preprocess.transform(block[names]))
+        values = block[list(explainer.columns)].to_numpy(dtype=object).tolist()
+        for row in top_reasons(explainer, contributions, values, REASONS):
+            for k in range(REASONS):
+                texts[k].append(row[k]["text"] if k < len(row) else "")
+            firsts.append(direction(row[0]) if row else "")
+    return texts, np.asarray(firsts, dtype=object)
+
+
+def common_reasons(firsts: np.ndarray) -> list[dict]:
+    """The first reasons of the users a campaign contacts, by column and direction, most
+    common first: what the retention team hears most."""
+    counts = pd.Series(firsts[firsts != ""], dtype=object).value_counts(sort=False)
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [{"reason": reason, "users": int(n)} for reason, n in rows[:COMMON_REASONS]]
 
 
 def expected_gains(probability: np.ndarray, bins: int = 10) -> list[dict]:

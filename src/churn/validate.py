@@ -67,6 +67,25 @@ def parse_bool(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     return values, bad
 
 
+def read_cell(value: str, kind: str) -> tuple[object, bool]:
+    """One text cell as ingest reads that kind of column (the same parse_bool,
+    parse_number and stripping): (the value, None when blank; whether it was readable).
+    The API reads the words of a CSV row ("Yes", " 29.85", "") with it."""
+    cell = pd.Series([value], dtype=object)
+    if kind == "bool":
+        parsed, bad = parse_bool(cell)
+    elif kind == "category":
+        parsed, bad = _as_text(cell), pd.Series([False])
+    else:
+        parsed, bad = parse_number(cell)
+    if bool(bad.iloc[0]):
+        return None, False
+    found = parsed.iloc[0]
+    if pd.isna(found):
+        return None, True
+    return (float(found) if kind != "category" else found), True
+
+
 def _check_nulls(
     frame: pd.DataFrame,
     file: str,

@@ -94,6 +94,42 @@ def test_feature_errors_name_the_field(client, record):
     assert bad(client, record, watch_hours_30d=None)["type"] == "not_null"
 
 
+BOOLS = ("user_is_senior", "has_family", "has_dependents", "plan_stream_tv",
+         "plan_stream_movies", "paperless_billing")  # fmt: skip
+
+
+def test_a_csv_row_posted_as_is_is_read_as_ingest_reads_it(client, record):
+    """The words of a CSV row: yes/no and Yes/No for booleans, numbers as text with spaces,
+    a blank where training saw nulls, a category with spaces around it; read with ingest's
+    own parsers (churn.validate.read_cell), so the score is the typed record's."""
+    typed = client.post("/predict", json={"features": record}).json()["churn_probability"]
+    words = {}
+    for k, (name, value) in enumerate(record.items()):
+        if value is None:
+            words[name] = ""  # a blank cell
+        elif name in BOOLS:
+            words[name] = (("No", "Yes"), ("false", "TRUE"), ("0", "1"))[k % 3][int(value)]
+        else:
+            words[name] = f" {value} "  # text around a number or a category level
+    answer = client.post("/predict", json={"features": words})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["churn_probability"] == typed
+    blank = client.post("/predict", json={"features": {**record, "plan_stream_tv": " "}})
+    assert blank.status_code == 200  # nullable in training: a blank is a missing value
+    assert bad(client, record, watch_hours_30d="")["type"] == "not_null"
+    assert bad(client, record, has_family="maybe")["msg"].startswith("expected yes/no")
+    assert bad(client, record, monthly_fee="12,5")["msg"] == "expected a number, got '12,5'"
+
+
+def test_an_integer_user_id_is_the_id_ingest_stored_as_text(client):
+    unknown = client.post("/predict", json={"user_id": 15634602})
+    assert unknown.status_code == 404  # looked up as "15634602", not refused as a type
+    assert "'15634602'" in unknown.json()["detail"]
+    batch = client.post("/predict/batch", json={"user_ids": [15634602, "SF-0000001"]}).json()
+    assert batch["unknown_user_ids"] == ["15634602"] and len(batch["predictions"]) == 1
+    assert client.post("/predict", json={"user_id": True}).status_code == 422
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_are_refused(client, record, literal):
     text = json.dumps({"features": {**record, "monthly_fee": 1.5}})

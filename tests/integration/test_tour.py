@@ -107,6 +107,32 @@ def served_model(clone: Path) -> dict:
         server.wait(timeout=30)
 
 
+def explained(clone: Path, champion: dict, answer: dict) -> None:
+    """The default lineage's champion (logistic regression) names three reasons whose
+    contributions, with the base and the rest, add up to its log-odds of that user, computed
+    here from the clone's model file and online table, not by the server."""
+    code = (
+        "import json, sys, pandas as pd; from churn import modelfile, registry; "
+        "c = json.load(open(sys.argv[1])); m = modelfile.load(registry.verified_artifact(c)); "
+        "o = pd.read_parquet(sys.argv[2]); row = o[o.user_id == 'SF-0000001']; "
+        "f = m.named_steps['model'].calibrated_classifiers_[0].estimator; "
+        "print(float(f.decision_function(m[:-1].transform(row[list(m.feature_names_in_)]))[0]))"
+    )
+    online = clone / "mlflow/online/registry-streamflow-churn/online_features.parquet"
+    found = subprocess.run([sys.executable, "-c", code, str(clone / "registry/streamflow-churn/"
+                            "champion.json"), str(online)], cwd=clone, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    log_odds = float(found.stdout.strip().splitlines()[-1])
+    why = answer["explanation"]
+    assert champion["version"] == answer["model_version"] and why["output"] == "log-odds"
+    assert len(why["reasons"]) == 3
+    total = why["base"] + sum(r["contribution"] for r in why["reasons"]) + why["rest"]
+    assert abs(total - log_odds) < 1e-6 and abs(why["score"] - log_odds) < 1e-6
+    for r in why["reasons"]:
+        assert r["text"].endswith("raises risk" if r["contribution"] > 0 else "lowers risk")
+
+
 def test_bootstrap_restores_the_committed_champion_in_one_line_and_changes_nothing(toured):
     restored = [line for line in toured.boot.splitlines() if "restored champion version" in line]
     assert len(restored) == 1, toured.boot
@@ -161,6 +187,8 @@ def test_the_rollback_returns_to_the_committed_champion_and_serving_agrees(toure
     model = re.search(r"\{'version': '(\d+)', 'run_id': '([0-9a-f]{32})'", served)
     assert model and model.groups() == (after["version"], after["run_id"]), served
     assert run_metrics(toured.clone, after["run_id"]) is not None
+    line = next(x for x in served.splitlines() if '"churn_probability"' in x)
+    explained(toured.clone, after, json.loads(line))
     history = sh(toured.clone, str(toured.clone / ".venv/bin/churn"), "registry", "history")
     actions = [json.loads(line)["action"] for line in history.stdout.splitlines()]
     assert actions[-2:] == ["promote", "rollback"]

@@ -6,6 +6,7 @@ answers for one of its ids, and the StreamFlow lineage is untouched."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -33,7 +34,8 @@ def telecom_csv(n: int = 1200, seed: int = 7) -> pd.DataFrame:
     total[tenure == 0] = " "  # blank strings for brand-new customers
     return pd.DataFrame({
         "RowNumber": np.arange(1, n + 1),
-        "customerID": [f"{i:04d}-TELCO" for i in range(n)],
+        "customerID": 15600000 + np.arange(n),  # integer ids, as many tables have
+        "Partner": rng.choice(["Yes", "No"], n),
         "Surname": [f"Name{k}" for k in rng.integers(0, 300, n)],
         "tenure": tenure,
         "Contract": contract,
@@ -61,6 +63,8 @@ def test_a_csv_of_your_own_becomes_version_1_of_its_lineage_and_is_served(tmp_pa
     text = result.stdout + result.stderr
     assert ran_stages(result)[-1] == "score", text
     assert "excluding column 'RowNumber'" in text and "excluding column 'Surname'" in text
+    assert "decision.fee_column 'monthly_fee' is not a numeric column" in text
+    assert "could be the fee: MonthlyCharges, TotalCharges" in text
 
     champion = json.loads((repo / "registry/my-telco/champion.json").read_text())
     assert champion["version"] == "1" and champion["model_name"] == "my-telco", champion
@@ -87,14 +91,23 @@ def test_a_csv_of_your_own_becomes_version_1_of_its_lineage_and_is_served(tmp_pa
             url = f"http://127.0.0.1:{port}"
             wait_until_ok(f"{url}/ready", proc, log_path, 90)
             assert httpx.get(f"{url}/model").json()["model_name"] == "my-telco"
-            answer = httpx.post(f"{url}/predict", json={"user_id": "0007-TELCO"})
+            answer = httpx.post(f"{url}/predict", json={"user_id": 15600007})  # as in the CSV
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["model_version"] == "1" and 0.0 <= body["churn_probability"] <= 1.0
             assert body["threshold"] == contract["threshold"]
             assert body["churn"] == (body["churn_probability"] >= contract["threshold"])
-            features = httpx.get(f"{url}/features/0007-TELCO").json()
+            features = httpx.get(f"{url}/features/15600007").json()
             assert "Surname" not in features and "RowNumber" not in features
+            # a row of the CSV as it is (Yes/No, a blank TotalCharges, numbers as text)
+            with open(repo / "data" / "external" / "telco.csv", newline="") as f:
+                row = next(r for r in csv.DictReader(f) if r["TotalCharges"].strip() == "")
+            by_id = httpx.post(f"{url}/predict", json={"user_id": int(row["customerID"])})
+            for left_out in ("customerID", "Churn", "RowNumber", "Surname"):
+                row.pop(left_out)
+            as_is = httpx.post(f"{url}/predict", json={"features": row})
+            assert as_is.status_code == 200, as_is.text
+            assert as_is.json()["churn_probability"] == by_id.json()["churn_probability"]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)

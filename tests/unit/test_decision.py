@@ -97,6 +97,9 @@ def test_score_users_ranks_decides_and_values_every_user():
     assert scored.report["expected_value_of_campaign"] == pytest.approx(-7.0)
     assert scored.report["labels"] == {"users": 4, "churners": 2}
     assert scored.gains[-1]["expected_found_share"] == pytest.approx(1.0)
+    # a stand-in has no reasons: scored all the same, and the report says why
+    assert "reason_1" not in table and "not one churn.fastpath reads" in scored.report[
+        "reasons_unavailable"]  # fmt: skip
 
 
 def test_score_users_names_features_the_snapshot_lacks():

@@ -7,13 +7,14 @@ import hashlib
 import hmac
 import logging
 import math
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,6 +24,7 @@ from prometheus_client import (
 
 from churn import registry
 from churn.errors import ChurnError
+from churn.reasons import DEFAULT_TOP, MAX_TOP, top_reasons
 from churn.serving.loading import Bundle, Served
 from churn.serving.metrics import Metrics, observe_batch
 from churn.serving.middleware import RequestContext
@@ -165,6 +167,32 @@ def _shadow(request: Request, bundle: Bundle, served: Served, score: float, row)
     metrics.shadow_agreement.labels(str((other >= threshold) == (score >= threshold))).inc()
 
 
+Explain = Annotated[bool, Query(description="add each score's reasons (churn.reasons)")]
+Top = Annotated[int, Query(ge=1, le=MAX_TOP, description="how many reasons per score")]
+
+
+def _explanations(
+    served: Served, rows: np.ndarray, values: Callable[[], list[list[Any]]], top: int
+) -> list[dict[str, Any]]:
+    """Per row: the model's score before calibration (`output`: log-odds or probability),
+    the base, the `top` reasons and the sum of the other columns' contributions (`rest`):
+    base + the reasons' contributions + rest = score."""
+    try:
+        explainer = served.explainer
+    except ValueError as exc:  # an estimator without reasons
+        raise HTTPException(501, detail=str(exc)) from None
+    base, contributions = explainer.contributions(rows)
+    picked = top_reasons(explainer, contributions, values(), top)
+    scores = explainer.score(rows)
+    out = []
+    for i, reasons in enumerate(picked):
+        listed = sum(r["contribution"] for r in reasons)
+        out.append({"output": explainer.output, "score": float(scores[i]),
+                    "base": float(base[i]), "reasons": reasons,
+                    "rest": float(contributions[i].sum()) - listed})  # fmt: skip
+    return out
+
+
 # /admin/reload's bearer token (CHURN_ADMIN_TOKEN), declared in the OpenAPI schema; module
 # level: the route's annotations are strings resolved against this module's globals
 BEARER = HTTPBearer(auto_error=False, description="CHURN_ADMIN_TOKEN")
@@ -225,9 +253,13 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v)
                 for k, v in record.items()}  # fmt: skip
 
-    @app.post("/predict", responses={404: {"description": "unknown user"}, **NOT_READY})
-    async def predict(body: PredictRequest, request: Request) -> Prediction:
-        """Churn probability for a user id (online features) or for a feature record."""
+    @app.post("/predict", responses={404: {"description": "unknown user"}, **NOT_READY},
+              response_model_exclude_unset=True)  # fmt: skip
+    async def predict(
+        body: PredictRequest, request: Request, explain: Explain = False, top: Top = DEFAULT_TOP
+    ) -> Prediction:
+        """Churn probability for a user id (online features) or for a feature record;
+        with `explain=true`, the `top` reasons (exact contributions per column)."""
         bundle = _bundle(request)
         if body.user_id is not None:
             row = bundle.row_of.get(body.user_id)
@@ -240,25 +272,40 @@ def _routes(app: FastAPI, settings: Settings) -> None:
                 )  # fmt: skip
             served = _route_model(bundle, body.user_id, settings)
 
-            def score_of(s: Served) -> float:
-                return float(s.compiled.predict_transformed(s.transformed[row : row + 1])[0])
+            def rows_of(s: Served) -> np.ndarray:
+                return s.transformed[row : row + 1]
+
+            def values() -> list[list[Any]]:
+                return [bundle.online.iloc[row][list(served.explainer.columns)].tolist()]
 
         else:
             served = bundle.champion
             clean = validate_record(body.features or {}, served.contract, ["features"])
 
-            def score_of(s: Served) -> float:
-                return float(s.compiled.predict_encoded(*s.compiled.encode_record(clean))[0])
+            def rows_of(s: Served) -> np.ndarray:
+                return s.compiled.transform(*s.compiled.encode_record(clean))
+
+            def values() -> list[list[Any]]:
+                return [[clean[c] for c in served.explainer.columns]]
+
+        def score_of(s: Served) -> float:
+            return float(s.compiled.predict_transformed(rows_of(s))[0])
 
         score = score_of(served)
         if settings.shadow:
             _shadow(request, bundle, served, score, score_of)
-        return _answer(request, bundle, served, body.user_id, score)  # type: ignore[return-value]
+        answer = _answer(request, bundle, served, body.user_id, score)
+        if explain:
+            (answer["explanation"],) = _explanations(served, rows_of(served), values, top)
+        return answer  # type: ignore[return-value]
 
     @app.post("/predict/batch", responses={413: {"description": "batch or body too large"},
                                            **NOT_READY})  # fmt: skip
-    async def predict_batch(body: BatchRequest, request: Request) -> dict[str, Any]:
-        """Many user ids or feature records (at most CHURN_MAX_BATCH) scored by the champion."""
+    async def predict_batch(
+        body: BatchRequest, request: Request, explain: Explain = False, top: Top = DEFAULT_TOP
+    ) -> dict[str, Any]:
+        """Many user ids or feature records (at most CHURN_MAX_BATCH) scored by the champion;
+        with `explain=true`, each with its `top` reasons."""
         bundle = _bundle(request)
         items = body.user_ids if body.user_ids is not None else body.records
         if len(items or []) > settings.max_batch:
@@ -271,27 +318,39 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             unknown = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is None]
             ids = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is not None]
             index = np.array([r for r in rows if r is not None], dtype=int)
-            scores = (served.compiled.predict_transformed(served.transformed[index])
-                      if len(index) else np.zeros(0))  # fmt: skip
+            transformed = served.transformed[index]
+
+            def values() -> list[list[Any]]:
+                columns = list(served.explainer.columns)
+                return bundle.online.iloc[index][columns].to_numpy(dtype=object).tolist()
+
         else:
             records = [validate_record(r, served.contract, ["records", i])
                        for i, r in enumerate(body.records or [])]  # fmt: skip
             ids = [None] * len(records)
+            transformed = np.zeros((0, int(served.compiled.support.sum())))
             if records:
-                num, cat = served.compiled.encode(pd.DataFrame(records))
-                scores = served.compiled.predict_encoded(num, cat)
-            else:
-                scores = np.zeros(0)
+                transformed = served.compiled.transform(*served.compiled.encode(
+                    pd.DataFrame(records)))  # fmt: skip
+
+            def values() -> list[list[Any]]:
+                return [[r[c] for c in served.explainer.columns] for r in records]
+
+        scores = (served.compiled.predict_transformed(transformed) if len(transformed)
+                  else np.zeros(0))  # fmt: skip
         threshold = float(served.contract.get("threshold", 0.5))
         metrics: Metrics = request.app.state.metrics
         metrics.predictions.labels(served.version, served.role).inc(len(scores))
         observe_batch(metrics.scores.labels(served.role), scores)
         rounded, decided = np.round(scores, 6).tolist(), (scores >= threshold).tolist()
+        predictions = [{"user_id": uid, "churn_probability": p, "churn": c}
+                       for uid, p, c in zip(ids, rounded, decided, strict=True)]  # fmt: skip
+        if explain and predictions:
+            for one, why in zip(predictions, _explanations(served, transformed, values, top),
+                                strict=True):  # fmt: skip
+                one["explanation"] = why
         payload = {
-            "predictions": [
-                {"user_id": uid, "churn_probability": p, "churn": c}
-                for uid, p, c in zip(ids, rounded, decided, strict=True)
-            ],
+            "predictions": predictions,
             "unknown_user_ids": unknown,
             "threshold": threshold,
             "model_version": served.version,

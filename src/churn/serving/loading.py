@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from churn.fastpath import (
     compile_pipeline,
     read_compiled,
 )
+from churn.reasons import Explainer, explainer_for
 from churn.serving.settings import Settings
 
 log = logging.getLogger("churn.serve")
@@ -44,6 +46,12 @@ class Served:
     @property
     def version(self) -> str:
         return str(self.entry["version"])
+
+    @cached_property
+    def explainer(self) -> Explainer:
+        """Reasons for this model's scores, built on the first request that asks (a tree
+        model's TreeSHAP imports shap: seconds no start should pay)."""
+        return explainer_for(self.compiled)
 
 
 @dataclass(frozen=True)

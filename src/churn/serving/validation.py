@@ -8,7 +8,9 @@ import math
 from typing import Annotated, Any
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from churn.validate import read_cell
 
 log = logging.getLogger("churn.serve")
 
@@ -16,9 +18,20 @@ log = logging.getLogger("churn.serve")
 # --- request models ------------------------------------------------------------------
 
 
+def _id_text(value: Any) -> Any:
+    """A whole-number id as the text ingest stored it (a table's integer ids are read as
+    strings: 15634602 -> "15634602"); anything else is left for str's own check."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+UserId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=128)]
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str | None = Field(None, min_length=1, max_length=128)
+    user_id: UserId | None = None
     features: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -30,7 +43,7 @@ class PredictRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
+    user_ids: list[UserId] | None = None
     records: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
@@ -38,6 +51,26 @@ class BatchRequest(BaseModel):
         if (self.user_ids is None) == (self.records is None):
             raise ValueError("send exactly one of user_ids or records")
         return self
+
+
+class Reason(BaseModel):
+    column: str = Field(description="the data's column (one-hot levels summed back to it)")
+    value: Any = Field(description="the user's value of that column (null: missing)")
+    contribution: float = Field(description="signed share of the score: > 0 raises the risk")
+    text: str = Field(description='e.g. "monthly_fee 19.99 → raises risk"')
+
+
+class Explanation(BaseModel):
+    output: str = Field(
+        description="what `score` is, before calibration: log-odds (logistic regression, "
+        "boosting) or probability (forest)"
+    )
+    score: float = Field(description="the model's score of this row before calibration")
+    base: float = Field(description="the score before any column's contribution")
+    reasons: list[Reason] = Field(description="the largest contributions, largest first")
+    rest: float = Field(
+        description="the other columns' contributions: base + reasons + rest = score"
+    )
 
 
 class Prediction(BaseModel):
@@ -49,6 +82,7 @@ class Prediction(BaseModel):
     model_role: str
     as_of: str | None
     request_id: str
+    explanation: Explanation | None = Field(None, description="with ?explain=true only")
 
 
 # --- input validation against the feature contract -----------------------------------
@@ -78,6 +112,11 @@ def validate_record(record: dict[str, Any], contract: dict, where: list[Any]) ->
     for name, spec in features.items():
         value = record[name]
         loc = [*where, name]
+        if isinstance(value, str):  # a CSV's own words: read as ingest reads that column
+            value, readable = read_cell(value, spec["kind"])
+            if not readable:
+                wanted = "yes/no, true/false or 1/0" if spec["kind"] == "bool" else "a number"
+                raise _invalid(loc, f"expected {wanted}, got {record[name]!r}", "type")
         if value is None:
             if not spec.get("nullable"):
                 raise _invalid(loc, "must not be null", "not_null")
@@ -96,7 +135,7 @@ def validate_record(record: dict[str, Any], contract: dict, where: list[Any]) ->
             if isinstance(value, bool) or value in (0, 1):
                 clean[name] = float(value)
                 continue
-            raise _invalid(loc, "expected true/false", "type")
+            raise _invalid(loc, "expected true/false, yes/no or 1/0", "type")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid(loc, "expected a number", "type")
         try:
