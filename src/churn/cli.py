@@ -231,7 +231,10 @@ def score(
     if top is None:
         return
     if scored is None:
-        raise ChurnError("no champion in this lineage: nothing to list")
+        raise ChurnError(
+            "nothing scored: no champion in this lineage, or every user left out "
+            "(reports/scoring.json says which)"
+        )
     calls = scored.table.head(top)
     if csv:
         calls.to_csv(sys.stdout, index=False)

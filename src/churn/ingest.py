@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churn import synthetic
@@ -22,7 +23,7 @@ from churn.schema import (
     Column,
     Table,
 )
-from churn.validate import check_same_ids, parse_bool, validate_table
+from churn.validate import check_same_ids, parse_bool, parse_number, validate_table
 
 log = logging.getLogger("churn.ingest")
 
@@ -243,7 +244,8 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
     frame = read_table_file(path)
     if len(frame) == 0:
         raise DataValidationError(file, "*", "empty_file", "the table has no rows")
-    for needed in (t.id_column, t.label_column, t.date_column, *t.non_negative, *t.drop_columns):
+    for needed in (t.id_column, t.label_column, t.date_column, *t.non_negative, *t.signed,
+                   *t.drop_columns):  # fmt: skip
         if needed is not None and needed not in frame.columns:
             raise DataValidationError(
                 file, needed, "missing_column", f"configured column absent; found {list(frame)}"
@@ -281,6 +283,7 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
                         "to silence this", file, name, why)  # fmt: skip
             continue
         columns.append(infer_column(frame[name], name, non_negative=name in t.non_negative))
+    columns = never_negative(frame, columns, (dates == dates.min()).to_numpy(), t, file)
     schema = Table("features", (Column(t.id_column, "id", max_null_rate=0.0), *columns))
     for as_of in sorted(dates.unique()):
         rows = frame[(dates == as_of).to_numpy()]
@@ -288,6 +291,29 @@ def from_table(p: IngestParams) -> Iterator[tuple[str, Snapshot]]:
         typed = typed.rename(columns={t.id_column: ID})
         label_frame = pd.DataFrame({ID: typed[ID], LABEL: labels[rows.index].to_numpy()})
         yield str(as_of), {"features": typed, LABEL_TABLE: label_frame}
+
+
+def never_negative(
+    frame: pd.DataFrame, columns: list[Column], first: np.ndarray, t: TableParams, file: str
+) -> list[Column]:
+    """Numeric columns with no negative value in the first snapshot's rows (`first`) become
+    non-negative (tenure, counts, money): a negative one in any snapshot is then a named
+    error, and the feature contract marks them so the API refuses one too. Columns in
+    ingest.table.signed stay as they are."""
+    out, inferred = [], []
+    for col in columns:
+        if col.kind == "numeric" and col.name not in t.signed:
+            values, _ = parse_number(frame.loc[first, col.name])
+            present = values.dropna()
+            if len(present) and bool((present >= 0).all()):
+                col = Column(col.name, "amount", max_null_rate=col.max_null_rate)
+                inferred.append(col.name)
+        out.append(col)
+    if inferred:
+        log.info("%s: never negative in the first snapshot, so refused below 0 in every one: "
+                 "%s (ingest.table.signed allows a column to go negative)", file,
+                 ", ".join(inferred))  # fmt: skip
+    return out
 
 
 SOURCES = {"synthetic": from_synthetic, "snapshots": from_snapshots, "table": from_table}

@@ -72,6 +72,11 @@ class TableParams(_Frozen):
     non_negative: list[str] = Field(
         default_factory=list, description="columns that must be >= 0 (counts, money)"
     )
+    signed: list[str] = Field(
+        default_factory=list,
+        description="numeric columns allowed below 0 although the first snapshot has no "
+        "negative value (every other such column is inferred non-negative)",
+    )
     drop_columns: list[str] = Field(
         default_factory=list, description="columns left out (not read as features)"
     )
@@ -168,6 +173,14 @@ class DecisionParams(_Frozen):
     fee_column: str = Field("monthly_fee", description="monthly fee feature, when present")
     customer_value: float = Field(
         500.0, gt=0.0, description="value of a saved user when there is no fee column"
+    )
+
+
+class ScoreParams(_Frozen):
+    known_outcomes: bool = Field(
+        False,
+        description="also rank users whose outcome the model was trained or tested on "
+        "(the newest snapshot is the training one: one-snapshot data)",
     )
 
 
@@ -269,6 +282,7 @@ class Params(_Frozen):
     evaluate: EvaluateParams = EvaluateParams()
     drift: DriftParams = DriftParams()
     promote: PromoteParams = PromoteParams()
+    score: ScoreParams = ScoreParams()
     mlflow: MlflowParams = MlflowParams()
     gate: GateParams = GateParams()
 

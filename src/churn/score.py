@@ -196,17 +196,24 @@ def run(
         frame = pd.read_parquet(labels_path)
         if len(frame):
             labels = frame.set_index(spec["id"])[spec["label"]].astype(int)
+    entry = {"model_name": name, "version": champion["version"], "sha256": champion["sha256"]}
+    left_out = known_outcomes(spec, labels, params)
+    if left_out is not None:
+        online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
+        log.warning("left out %d users: %s", left_out["users"], left_out["reason"])
+    if online.empty:
+        write_json(reports_dir / "scoring.json", {"as_of": as_of, "champion": entry,
+                                                  "users": 0, "left_out": left_out})  # fmt: skip
+        write_json(reports_dir / "scoring_gains.json", {"gains": []})
+        return None
     log.info("scoring %d users of %s with %s version %s", len(online), as_of, name,
              champion["version"])  # fmt: skip
     scored = score_users(model, contract, online, spec["id"], params.decision, labels)
     report = {
         "as_of": as_of,
-        "champion": {
-            "model_name": name,
-            "version": champion["version"],
-            "sha256": champion["sha256"],
-        },
+        "champion": entry,
         **scored.report,
+        "left_out": left_out,
         "file": f"{scored_dir.as_posix()}/{as_of}.parquet",
     }
     write_parquet(scored.table, scored_dir / f"{as_of}.parquet")
@@ -216,6 +223,20 @@ def run(
              "%.0f", report["contacted"], report["users"], report["threshold"],
              report["expected_churners"], report["expected_value_of_campaign"])  # fmt: skip
     return scored
+
+
+def known_outcomes(spec: dict, labels: pd.Series | None, params: Params) -> dict | None:
+    """Who not to rank, and why: when the newest snapshot is the training one (data with one
+    snapshot), its labelled users are the ones the model was trained and tested on, whose
+    outcome is known; score.known_outcomes ranks them anyway. None: nobody left out."""
+    if labels is None or spec["online_as_of"] != spec["as_of"] or params.score.known_outcomes:
+        return None
+    return {
+        "users": len(labels),
+        "reason": f"their outcome is known: the newest snapshot "
+        f"({spec['as_of']}) is the one the model was trained and tested on; add a later "
+        "snapshot without labels, or set score.known_outcomes: true to rank them anyway",
+    }
 
 
 def call_list(scored_dir: Path, as_of: str | None, top: int) -> pd.DataFrame:

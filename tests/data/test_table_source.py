@@ -193,6 +193,26 @@ def test_declared_non_negative_columns(tmp_path, workdir):
     assert "'Nope'" in message and "'missing_column'" in message
 
 
+def test_a_column_never_negative_in_the_first_snapshot_is_refused_below_0_later(tmp_path, workdir):
+    """tenure is never negative in January: a negative tenure in February is a named error
+    (it used to pass as an ordinary number), unless ingest.table.signed lists it."""
+    frame = telco_like(160)
+    frame["snapshot"] = ["2024-01-31"] * 80 + ["2024-02-29"] * 80
+    frame["balance"] = np.linspace(-5, 5, 160)  # negative in January too: stays signed
+    frame.loc[100, "tenure"] = -3
+    dated = {"date_column": "snapshot", "as_of": None}
+    message = refused(workdir, frame, tmp_path, **dated)
+    assert "'tenure'" in message and "'non_negative'" in message and "0100-ABCDE" in message
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    table_params(workdir, tmp_path / "t.csv", signed=["tenure"], **dated)
+    result = churn(workdir, "ingest")
+    assert result.returncode == 0, result.stderr
+    assert "refused below 0 in every one: SeniorCitizen" not in result.stderr
+    inferred = result.stderr.split("refused below 0 in every one: ")[1].split(" (")[0]
+    assert inferred.split(", ") == ["MonthlyCharges", "TotalCharges"]  # not balance, tenure
+    assert read_json(workdir / "data/raw/manifest.json")["features"]["tenure"] == "numeric"
+
+
 def test_a_positive_label_that_matches_nothing_names_the_parameter(tmp_path, workdir):
     message = refused(workdir, telco_like(60), tmp_path, positive_label="Attrited")
     assert "'Churn'" in message and "'positive_label'" in message

@@ -79,7 +79,11 @@ def test_a_csv_of_your_own_becomes_version_1_of_its_lineage_and_is_served(tmp_pa
     assert contract["threshold"] == training["threshold"]["value"]
     assert "customer_value" in evaluation["value_of_a_saved_user"]  # no monthly_fee column
     scoring = json.loads((repo / "reports/scoring.json").read_text())
-    assert scoring["champion"]["model_name"] == "my-telco" and scoring["users"] == 1200
+    assert scoring["champion"]["model_name"] == "my-telco"
+    # one snapshot: every user's outcome is known (the model trained and was tested on it)
+    assert scoring["users"] == 0 and scoring["left_out"]["users"] == 1200
+    assert "score.known_outcomes: true" in scoring["left_out"]["reason"]
+    assert "left out 1200 users: their outcome is known" in text
 
     port = free_port()
     log_path = repo / "serve.log"

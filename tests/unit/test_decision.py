@@ -106,3 +106,18 @@ def test_score_users_names_features_the_snapshot_lacks():
     contract = {"threshold": 0.5, "features": [{"name": "p"}, {"name": "tenure"}]}
     with pytest.raises(Exception, match="tenure"):
         score_users(Fixed(), contract, pd.DataFrame({"uid": ["a"], "p": [0.2]}), "uid", P)
+
+
+def test_score_leaves_out_users_whose_outcome_the_model_trained_on():
+    from churn.params import parse_params
+    from churn.score import known_outcomes
+
+    labels = pd.Series([0, 1, 0], index=["a", "b", "c"])
+    one = {"as_of": "2024-01-31", "online_as_of": "2024-01-31"}
+    left_out = known_outcomes(one, labels, parse_params({}))
+    assert left_out["users"] == 3 and "trained and tested on" in left_out["reason"]
+    told = parse_params({"score": {"known_outcomes": True}})
+    assert known_outcomes(one, labels, told) is None
+    later = {"as_of": "2024-01-31", "online_as_of": "2024-02-29"}
+    assert known_outcomes(later, labels, parse_params({})) is None
+    assert known_outcomes(one, None, parse_params({})) is None
