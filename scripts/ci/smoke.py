@@ -104,7 +104,7 @@ def check(url: str, user_id: str) -> dict:
             f"GET /model run_id {model.get('run_id')} is not the run of this MLflow "
             f"store holding the champion ({local}, as `churn registry show` says)"
         )
-    bad = httpx.post(f"{url}/predict", json={"user_id": 42}, timeout=10)
+    bad = httpx.post(f"{url}/predict", json={"user_id": ["not", "an", "id"]}, timeout=10)
     if bad.status_code != 422 or "user_id" not in bad.text:
         problems.append(f"a bad user_id got {bad.status_code}, not a 422 naming user_id")
     if problems:
