@@ -70,8 +70,11 @@ def test_score_writes_the_call_list_of_the_newest_month(repo):
     assert scoring["as_of"] == "2024-03-31" and scoring["users"] == 800
     assert 0 < scoring["expected_churners"] < 800 and "expected_value_of_campaign" in scoring
     scored = pd.read_parquet(repo / "data/scored/2024-03-31.parquet")
-    assert list(scored.columns) == ["user_id", "churn_probability", "churn", "expected_value",
-                                    "rank", "decile"]  # fmt: skip
+    assert list(scored.columns) == [
+        "user_id", "churn_probability", "churn", "expected_value", "rank", "decile",
+        "reason_1", "reason_2", "reason_3",
+    ]  # fmt: skip
+    assert scored["reason_1"].str.contains(" → (raises|lowers) risk$").all()
     assert scored["rank"].tolist() == list(range(1, 801))
     assert scored["churn_probability"].is_monotonic_decreasing
     assert set(scored["decile"]) == set(range(1, 11))
