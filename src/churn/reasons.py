@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from churn.fastpath import CalibratedScores, CompiledModel, linear_terms
 
@@ -110,28 +111,56 @@ def explainer_for(compiled: CompiledModel) -> Explainer:
     return Explainer(compiled.features, owner, "tree", output, tree, own)
 
 
-def _shown(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "missing"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return f"{float(value):g}"
-    return str(value)
+def shown_values(values: np.ndarray) -> np.ndarray:
+    """Raw values as a reason shows them: numbers with %g, yes/no for booleans, category
+    levels as they are, "missing" for a null (vectorised: one call per column)."""
+    values = np.asarray(values)
+    if values.dtype == bool:
+        return np.where(values, "yes", "no")
+    if values.dtype.kind in "iuf":
+        numbers = values.astype("float64")
+        return np.where(np.isnan(numbers), "missing", np.char.mod("%g", numbers))
+    codes, levels = pd.factorize(values.astype(object), use_na_sentinel=True)
+    shown = np.array([str(level) for level in levels] + ["missing"], dtype=object)
+    return shown[codes]  # code -1 (a null) picks the last: "missing"
 
 
-def _verb(contribution: float) -> str:
-    return "raises" if contribution > 0 else "lowers"
+RAISES, LOWERS = " → raises risk", " → lowers risk"
 
 
 def reason_text(column: str, value: Any, contribution: float) -> str:
     """One line an agent reads: "monthly_fee 19.99 → raises risk" (never against the sign)."""
-    return f"{column} {_shown(value)} → {_verb(contribution)} risk"
+    return f"{column} {shown_values(np.array([value]))[0]}{RAISES if contribution > 0 else LOWERS}"
 
 
-def direction(reason: dict[str, Any]) -> str:
-    """A reason without its value: "monthly_fee raises risk" (for counting reasons)."""
-    return f"{reason['column']} {_verb(reason['contribution'])} risk"
+def reason_texts(
+    explainer: Explainer, contributions: np.ndarray, frame: pd.DataFrame, k: int
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Many rows at once: the column index of each row's `k` largest contributions by size
+    (n x k), their texts (k arrays; "" where a row has fewer non-zero contributions) and
+    each row's first reason without its value ("monthly_fee raises risk", for counting).
+    `frame` holds the rows' raw values of `explainer.columns`."""
+    n = len(contributions)
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)
+    texts, first = [], np.full(n, "", dtype=object)
+    for rank in range(order.shape[1]):
+        index = order[:, rank]
+        signed = contributions[rows, index]
+        text = np.full(n, "", dtype=object)
+        for j in np.unique(index):
+            mask = (index == j) & (signed != 0)
+            if not mask.any():
+                continue
+            column = explainer.columns[j]
+            shown = shown_values(frame[column].to_numpy()[mask]).astype(str)
+            verb = np.where(signed[mask] > 0, RAISES, LOWERS)
+            text[mask] = np.char.add(np.char.add(f"{column} ", shown), verb)
+            if rank == 0:
+                first[mask] = np.where(signed[mask] > 0, f"{column} raises risk",
+                                       f"{column} lowers risk")  # fmt: skip
+        texts.append(text)
+    return order, texts, first
 
 
 def top_reasons(
@@ -140,18 +169,17 @@ def top_reasons(
     """Per row, the `k` largest contributions by size (a zero one is never a reason), each
     with its column, the row's raw value, the signed contribution and its text. `values`
     holds each row's raw values in `explainer.columns` order."""
-    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    frame = pd.DataFrame(values, columns=list(explainer.columns))
+    order, texts, _ = reason_texts(explainer, contributions, frame, k)
     out = []
     for i, picks in enumerate(order):
         row = []
-        for j in picks:
+        for rank, j in enumerate(picks):
             contribution = float(contributions[i, j])
             if contribution == 0.0:
                 break
-            column, value = explainer.columns[j], values[i][j]
-            row.append({"column": column, "value": _plain(value),
-                        "contribution": contribution,
-                        "text": reason_text(column, value, contribution)})  # fmt: skip
+            row.append({"column": explainer.columns[j], "value": _plain(values[i][j]),
+                        "contribution": contribution, "text": str(texts[rank][i])})  # fmt: skip
         out.append(row)
     return out
 

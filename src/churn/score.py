@@ -28,7 +28,7 @@ from churn.io import read_json, require, round_floats, write_json, write_parquet
 from churn.model import SCORE_BLOCK_ROWS, churn_scores, feature_names
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
-from churn.reasons import direction, explainer_for, top_reasons
+from churn.reasons import explainer_for, reason_texts
 
 log = logging.getLogger("churn.score")
 
@@ -121,7 +121,7 @@ COMMON_REASONS = 10  # the most common first reasons in scoring.json
 
 def reason_columns(
     model: Any, online: pd.DataFrame, names: list[str]
-) -> tuple[list[list[str]], np.ndarray]:
+) -> tuple[list[np.ndarray], np.ndarray]:
     """The texts of every user's top REASONS reasons (reason_1, reason_2, reason_3; ""
     where a user has fewer non-zero contributions) and each user's first reason as
     "column raises/lowers risk", a block of rows at a time through the Pipeline's own
@@ -130,18 +130,14 @@ def reason_columns(
     if compiled is None:
         raise ValueError("the champion's Pipeline shape is not one churn.fastpath reads")
     explainer = explainer_for(compiled)  # ValueError for an estimator without reasons
-    texts: list[list[str]] = [[] for _ in range(REASONS)]
-    firsts: list[str] = []
+    blocks = []
     preprocess = model[:-1]
     for start in range(0, len(online), SCORE_BLOCK_ROWS):
         block = online.iloc[start : start + SCORE_BLOCK_ROWS]
         _, contributions = explainer.contributions(preprocess.transform(block[names]))
-        values = block[list(explainer.columns)].to_numpy(dtype=object).tolist()
-        for row in top_reasons(explainer, contributions, values, REASONS):
-            for k in range(REASONS):
-                texts[k].append(row[k]["text"] if k < len(row) else "")
-            firsts.append(direction(row[0]) if row else "")
-    return texts, np.asarray(firsts, dtype=object)
+        blocks.append(reason_texts(explainer, contributions, block, REASONS)[1:])
+    texts = [np.concatenate([b[0][k] for b in blocks]) for k in range(REASONS)]
+    return texts, np.concatenate([b[1] for b in blocks])
 
 
 def common_reasons(firsts: np.ndarray) -> list[dict]:
