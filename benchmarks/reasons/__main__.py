@@ -19,52 +19,37 @@ Results: benchmarks/results/reasons.{json,md}. Nothing in the repo is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+bench_score = importlib.import_module("score.__main__")  # one_thread, champion_model, month
+bench_serving = importlib.import_module("serving.__main__")  # start, stop, free_port
+
+ROOT = bench_score.ROOT
+RESULTS = bench_score.RESULTS
 BATCH = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def served(online_ids: list[str], repeats: int) -> dict:
     """Median /predict/batch time for 1 000 ids with and without reasons, real server."""
     import httpx
 
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w", prefix="serve-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "churn"), "serve", "--port",
-                             str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    port = bench_serving.free_port()
     url = f"http://127.0.0.1:{port}"
+    body = {"user_ids": online_ids[:BATCH]}
+    command = [str(Path(sys.executable).parent / "churn"), "serve", "--port", str(port)]
+    proc, _ = bench_serving.start(command, (f"{url}/predict/batch?explain=true", body),
+                                  {**os.environ})  # fmt: skip
+    times: dict[str, list[float]] = {"plain": [], "explain": []}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"churn serve never got ready: {Path(log.name).read_text()}")
-            time.sleep(0.2)
-        body = {"user_ids": online_ids[:BATCH]}
-        times: dict[str, list[float]] = {"plain": [], "explain": []}
         with httpx.Client(timeout=60) as client:
-            client.post(f"{url}/predict/batch?explain=true", json=body).raise_for_status()  # warm
             for _ in range(repeats):
                 for kind, query in (("plain", ""), ("explain", "?explain=true")):
                     t0 = time.perf_counter()
@@ -73,8 +58,7 @@ def served(online_ids: list[str], repeats: int) -> dict:
                     answer.raise_for_status()
             sample = answer.json()["predictions"][0]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        bench_serving.stop(proc)
     plain, explain = statistics.median(times["plain"]), statistics.median(times["explain"])
     return {"plain_ms": round(plain * 1000, 2), "explain_ms": round(explain * 1000, 2),
             "per_row_ms": round((explain - plain) * 1000 / BATCH, 4),
@@ -118,56 +102,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="batches timed per kind")
     parser.add_argument("--score-repeats", type=int, default=2, help="timed scoring runs")
     args = parser.parse_args()
-    os.chdir(ROOT)
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
+    bench_score.one_thread()
     import pandas as pd
 
-    from churn import ingest, modelfile, registry, synthetic
     from churn.fastpath import check_sample, compile_pipeline
     from churn.io import read_json
     from churn.model import build_pipeline, feature_names, fit_pipeline
-    from churn.params import load_params, parse_params
-    from churn.prepare import build_features, join_snapshot
 
-    params = load_params()
-    champion = registry.read_champion(registry.lineage_dir(params.promote.model_name))
-    if champion is None:
-        raise SystemExit("no champion: run `dvc repro` first")
-    models = {"champion": (modelfile.load(registry.verified_artifact(champion)),
-                           read_json(registry.contract_file(champion)))}  # fmt: skip
+    params, champion, model, contract = bench_score.champion_model()
+    models = {"champion": (model, contract)}
     train = pd.read_parquet("data/prepared/train.parquet")
     spec = read_json("data/prepared/features.json")
     names = feature_names(spec)
-    hist = build_pipeline(spec, params.train.model_copy(update={"model": "hist_gb"}),
-                          params.random_state, model="hist_gb")  # fmt: skip
+    hist = build_pipeline(spec, params.train, params.random_state, model="hist_gb")
     hist = fit_pipeline(hist, train[names], train[spec["label"]].astype(int))
-    models["hist_gb"] = (hist, {**models["champion"][1], "model": "hist_gb"})
+    models["hist_gb"] = (hist, {**contract, "model": "hist_gb"})
     online = pd.read_parquet("data/prepared/online_features.parquet")
 
     result: dict = {"batch": BATCH, "users": args.users, "models": {}}
     print("serving the champion: 1 000-id batches with and without reasons ...", flush=True)
     result["served_champion"] = served(online["user_id"].astype(str).tolist(), args.repeats)
     print(json.dumps(result["served_champion"]["per_row_ms"]), "ms per row", flush=True)
-
-    source = parse_params({"ingest": {"synthetic": {"n_users": args.users, "n_months": 1}}})
-    _, tables = next(synthetic.generate(source.ingest.synthetic))
-    typed = ingest.validate_snapshot(tables, {n: f"synthetic/{n}" for n in tables}, 0.05)
-    month = build_features(join_snapshot(typed), ingest.feature_kinds(typed))
-    month = month.drop(columns=["churn_label"])
+    month = bench_score.generated_month(args.users)
     print(f"generated {len(month):,} users", flush=True)
-    for name, (model, contract) in models.items():
-        compiled = compile_pipeline(model, check_sample(online))
+    for name, (one, its_contract) in models.items():
+        compiled = compile_pipeline(one, check_sample(online))
         batch = online.head(BATCH)
         rows = compiled.transform(*compiled.encode(batch))
         values = batch[list(compiled.features)].to_numpy(dtype=object).tolist()
-        entry = {"model": contract["model"], "in_process": in_process(compiled, rows, values,
-                                                                      args.repeats)}  # fmt: skip
+        entry = {"model": its_contract["model"],
+                 "in_process": in_process(compiled, rows, values, args.repeats)}  # fmt: skip
         print(f"{name}: {entry['in_process']}", flush=True)
-        entry["score"] = scored(model, contract, month, params.decision, args.score_repeats)
+        entry["score"] = scored(one, its_contract, month, params.decision, args.score_repeats)
         print(f"{name}: {entry['score']}", flush=True)
         result["models"][name] = entry
     result["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, Python "

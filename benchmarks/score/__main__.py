@@ -24,36 +24,55 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3, help="timed scoring runs")
-    args = parser.parse_args()
+def one_thread() -> None:
+    """From the repo root, with one BLAS/OpenMP thread, as every stage pins."""
     os.chdir(ROOT)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    from churn import ingest, modelfile, registry, synthetic
-    from churn.io import read_json, write_parquet
-    from churn.params import load_params, parse_params
-    from churn.prepare import build_features, join_snapshot
-    from churn.score import score_users
+
+
+def champion_model():
+    """The repo's params, champion entry, its verified model and its feature contract."""
+    from churn import modelfile, registry
+    from churn.io import read_json
+    from churn.params import load_params
 
     params = load_params()
     champion = registry.read_champion(registry.lineage_dir(params.promote.model_name))
     if champion is None:
         raise SystemExit("no champion: run `dvc repro` first")
     model = modelfile.load(registry.verified_artifact(champion))
-    contract = read_json(registry.contract_file(champion))
+    return params, champion, model, read_json(registry.contract_file(champion))
 
-    started = time.perf_counter()
-    source = parse_params({"ingest": {"synthetic": {"n_users": args.users, "n_months": 1}}})
+
+def generated_month(users: int):
+    """A synthetic month of `users` users, featurised as ingest + prepare do (no labels)."""
+    from churn import ingest, synthetic
+    from churn.params import parse_params
+    from churn.prepare import build_features, join_snapshot
+
+    source = parse_params({"ingest": {"synthetic": {"n_users": users, "n_months": 1}}})
     _, tables = next(synthetic.generate(source.ingest.synthetic))
     typed = ingest.validate_snapshot(tables, {n: f"synthetic/{n}" for n in tables}, 0.05)
     online = build_features(join_snapshot(typed), ingest.feature_kinds(typed))
-    online = online.drop(columns=["churn_label"])
+    return online.drop(columns=["churn_label"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed scoring runs")
+    args = parser.parse_args()
+    one_thread()
+    from churn.io import write_parquet
+    from churn.score import score_users
+
+    params, champion, model, contract = champion_model()
+    started = time.perf_counter()
+    online = generated_month(args.users)
     prepared_s = time.perf_counter() - started
     print(f"generated and featurised {len(online):,} users in {prepared_s:.1f} s", flush=True)
 
