@@ -71,6 +71,8 @@ def read_cell(value: str, kind: str) -> tuple[object, bool]:
     """One text cell as ingest reads that kind of column (the same parse_bool,
     parse_number and stripping): (the value, None when blank; whether it was readable).
     The API reads the words of a CSV row ("Yes", " 29.85", "") with it."""
+    if kind == "category" and value and value == value.strip():
+        return value, True  # what _as_text keeps as it is: no Series on the request path
     cell = pd.Series([value], dtype=object)
     if kind == "bool":
         parsed, bad = parse_bool(cell)
