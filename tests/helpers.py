@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-ALL = ["ingest", "prepare", "train", "evaluate", "drift", "promote", "score"]
+ALL = ["ingest", "prepare", "decide", "train", "evaluate", "drift", "promote", "score"]
 
 
 def env() -> dict[str, str]:
@@ -72,6 +72,7 @@ def make_repo(repo: Path, n_users: int, n_months: int, model: str = "hist_gb") -
         shutil.copy(REPO_ROOT / name, repo / name)
     shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO_ROOT / "data" / "external", repo / "data" / "external")
+    shutil.copytree(REPO_ROOT / "campaigns", repo / "campaigns")
     set_param(repo, "ingest.synthetic.n_users", n_users)
     set_param(repo, "ingest.synthetic.n_months", n_months)
     set_param(repo, "train.model", model)

@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
-STAGES = ["ingest", "prepare", "train", "evaluate", "drift", "promote", "score"]
+STAGES = ["ingest", "prepare", "decide", "train", "evaluate", "drift", "promote", "score"]
 
 
 def run(repo: Path, *args: str, env: dict[str, str]) -> float:
@@ -48,6 +48,7 @@ def make_repo(n_users: int, n_months: int, drift_from_month: int = 1, **params_s
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "external", repo / "data" / "external")
+    shutil.copytree(ROOT / "campaigns", repo / "campaigns")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["ingest"]["synthetic"].update(
         n_users=n_users, n_months=n_months, drift_from_month=drift_from_month

@@ -121,7 +121,8 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print version")
     ] = False,
 ) -> None:
-    """Pipeline stages (ingest → prepare → train → evaluate → drift → promote → score) run
+    """Pipeline stages (ingest → prepare → decide → train → evaluate → drift → promote →
+    score) run
     from the repo root."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -152,6 +153,17 @@ def prepare(params: ParamsOpt = Path("params.yaml")) -> None:
     from churn.params import load_params
 
     stage_module.run(load_params(params))
+
+
+@app.command()
+@stage
+def decide(params: ParamsOpt = Path("params.yaml")) -> None:
+    """The save rate this month's decisions use (reports/decision.json): decision.save_rate,
+    or with `measured` the last campaign measurement before the newest month."""
+    from churn import campaign
+    from churn.params import load_params
+
+    campaign.decide(load_params(params))
 
 
 @app.command()
@@ -222,7 +234,9 @@ def score(
     """Score every user of the newest snapshot with the champion (data/scored/, scoring.json).
 
     `churn score --top 500 --csv > calls.csv` writes this month's call list: user id,
-    calibrated churn probability, decision, expected value of an offer, rank, decile.
+    calibrated churn probability, decision, expected value of an offer, rank, decile,
+    reasons. The control group (decision.control_share of the users over the threshold) is
+    not in it: `churn campaign` compares the two once the month's outcomes are known.
     """
     from churn import score as stage_module
     from churn.params import load_params
@@ -235,11 +249,45 @@ def score(
             "nothing scored: no champion in this lineage, or every user left out "
             "(reports/scoring.json says which)"
         )
-    calls = scored.table.head(top)
+    calls = stage_module.calls(scored.table, top)
     if csv:
         calls.to_csv(sys.stdout, index=False)
     else:
         typer.echo(calls.to_string(index=False))
+
+
+@app.command()
+@stage
+def campaign(
+    params: ParamsOpt = Path("params.yaml"),
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="the scored month (default: the newest)")
+    ] = None,
+    contacts: Annotated[
+        Path | None,
+        typer.Option(
+            "--contacts",
+            help="CSV/parquet of the user ids actually called that "
+            "month (default: the call list was worked)",
+        ),
+    ] = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="add it to campaigns/<lineage>.json")
+    ] = True,
+) -> None:
+    """Did the offer work? Churn among the users called vs the control group of a scored
+    month, once its outcomes are ingested: the save rate with a 95 % interval and the money
+    it implies (reports/campaign.json, reports/campaign.png, campaigns/<lineage>.json).
+
+    With `decision.save_rate: measured` the next months' decisions use it (`dvc repro`)."""
+    import json
+
+    from churn import campaign as stage_module
+    from churn.params import load_params
+
+    report = stage_module.run(load_params(params), as_of, contacts, save=record)
+    typer.echo(json.dumps({k: report[k] for k in ("latest", "pooled", "next_months_save_rate")},
+                          indent=2))  # fmt: skip
 
 
 @app.command()

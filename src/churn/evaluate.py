@@ -24,9 +24,16 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from churn import modelfile, tracking
-from churn.decision import customer_values, realised_value, value_basis, value_curve
+from churn.decision import (
+    customer_values,
+    realised_value,
+    value_basis,
+    value_curve,
+    with_save_rate,
+)
 from churn.errors import ChurnError
 from churn.io import (
+    REPORTS_DIR,
     atomic_write_text,
     read_json,
     require,
@@ -41,7 +48,6 @@ from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR, SUMMARY_FILE
 
 log = logging.getLogger("churn.evaluate")
 
-REPORTS_DIR = Path("reports")
 PLOTS_DIR = REPORTS_DIR / "plots"
 GRID = np.linspace(0.0, 1.0, 101)
 
@@ -205,6 +211,7 @@ def run(
     require(model_path, test_path, prepared_dir / "features.json",
             models_dir / CONTRACT_FILE, models_dir / SUMMARY_FILE)  # fmt: skip
     spec = read_json(prepared_dir / "features.json")
+    params, save_rate_basis = with_save_rate(params)
     contract = read_json(models_dir / CONTRACT_FILE)
     summary = read_json(models_dir / SUMMARY_FILE)
     model: Pipeline = modelfile.load(model_path)
@@ -243,6 +250,7 @@ def run(
     details = {k: v for k, v in metrics.items() if k not in HEADLINE}
     details.update(value, threshold_mode=summary["threshold"]["mode"],
                    value_of_a_saved_user=value_basis(list(test.columns), params.decision),
+                   save_rate=params.decision.save_rate, save_rate_basis=save_rate_basis,
                    cv_folds=summary["cv"]["roc_auc"], model=summary["model"])  # fmt: skip
     if "search" in summary:
         details["auto_winner"] = summary["search"]["winner"]

@@ -20,6 +20,8 @@ from churn.errors import ChurnError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+REPORTS_DIR = Path("reports")  # the pipeline's reports (metrics, plots, decisions)
+
 
 def round_floats(value: Any, digits: int = 6) -> Any:
     """Round every float in a nested structure so outputs are stable across runs."""

@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from churn import modelfile, registry
+from churn import campaign, modelfile, registry
+from churn.decision import control_draw, customer_values, with_rate
 from churn.drift import drift_report
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR
@@ -131,6 +132,7 @@ def run(
     raw_dir: Path = RAW_DIR,
     out_dir: Path = MONITOR_DIR,
     registry_dir: Path | None = None,
+    reports_dir: Path = REPORTS_DIR,
 ) -> dict[str, Any]:
     require(raw_dir / MANIFEST)
     params = load_params(params_path)
@@ -145,9 +147,15 @@ def run(
     log.info("champion version %s (as_of %s); newer snapshots: %s",
              start["version"], start["as_of"], ", ".join(months) or "none")  # fmt: skip
     steps: list[dict[str, Any]] = []
+    simulate = params.ingest.source == "synthetic" and not dry_run
+    lineage = params.promote.model_name
     for index, as_of in enumerate(months, start=1):
         month = check_month(champion, as_of, params, raw_dir)
         step = month.record()
+        if simulate:  # the month's call list, worked: what did the offer do?
+            step["campaign"] = simulated_campaign(champion, as_of, params, raw_dir)
+            campaign.record(lineage, step["campaign"])
+            campaign.say(step["campaign"])
         log.info("[%d/%d] %s: champion v%s AUC %s, drift share %.2f, retrain %s",
                  index, len(months), as_of, month.champion_version, step["champion_roc_auc"],
                  step["drift_share"], step["retrain_recommended"])  # fmt: skip
@@ -174,9 +182,48 @@ def run(
         "promotions": sum(1 for s in steps if s.get("retrain", {}).get("decision") == "promote"),
         "steps": steps,
     }
+    if simulate and steps:
+        history = campaign.read_ledger(lineage)
+        timeline["campaign"] = campaign.pooled([s["campaign"] for s in steps])
+        timeline["campaign"]["true_save_rate"] = params.ingest.synthetic.offer_effect
+        campaign.write_outputs(campaign.campaign_report(lineage, steps[-1]["campaign"], history,
+                                                        params.decision), reports_dir)  # fmt: skip
+        # the measurements are the next months' input (decide): bring the pipeline up to date
+        log.info("campaigns recorded in %s; dvc repro", campaign.ledger_path(lineage))
+        if subprocess.run(
+            [_dvc(), "repro"], stdout=sys.stderr, stderr=subprocess.STDOUT
+        ).returncode:
+            raise ChurnError("dvc repro after recording the campaigns failed (output above)")
     if not dry_run:
         write_outputs(timeline, out_dir)
     return timeline
+
+
+def simulated_campaign(champion: dict, as_of: str, params: Params, raw_dir: Path = RAW_DIR) -> dict:
+    """The champion scores the month (with its control group) and the synthetic source
+    decides, with its true offer effect, which contacted churners stay: the measurement."""
+    from churn.score import score_users
+
+    frame = load_snapshot(raw_dir, read_json(raw_dir / MANIFEST), as_of)
+    rate, _ = campaign.resolved_save_rate(params.decision, params.promote.model_name, as_of)
+    params = with_rate(params, rate)
+    model = modelfile.load(registry.verified_artifact(champion))
+    contract = read_json(registry.contract_file(champion))
+    draw = control_draw(frame[ID], as_of, params.random_state,
+                                 params.decision.control_share)  # fmt: skip
+    scored = score_users(model, contract, frame, ID, params.decision, reasons=False,
+                         control_draw=draw).table  # fmt: skip
+    values = customer_values(frame.set_index(ID).reindex(scored[ID]), params.decision)
+    labels = frame.set_index(ID)[LABEL].astype(bool)
+    measured = campaign.month_campaign(scored, ID, labels, params, as_of, simulate=True,
+                                       values=values)  # fmt: skip
+    measured["champion"] = {
+        "model_name": params.promote.model_name,
+        "version": str(champion["version"]),
+        "sha256": champion["sha256"],
+    }
+    measured["threshold"] = float(contract["threshold"])
+    return measured
 
 
 # --- reports ---------------------------------------------------------------------------
@@ -212,9 +259,34 @@ def summary_markdown(timeline: dict[str, Any]) -> str:
             f"| {s['as_of']} | v{s['champion_version']} | {auc} | {s['drift_share']:.2f} | "
             f"{drifted} | {recommended} | {s['action']} | {decision or '—'} |"
         )
+    lines += campaign_lines(timeline)
     if timeline["promotions"]:
         lines += ["", "A person approves this promotion by merging the pull request."]
     return "\n".join(lines) + "\n"
+
+
+def campaign_lines(timeline: dict[str, Any]) -> list[str]:
+    """Each month's campaign: called vs control, the measured save rate (markdown)."""
+    pool = timeline.get("campaign")
+    if not pool:
+        return []
+    lines = ["", f"#### Retention offer: called vs control (simulated; true save rate "
+             f"{pool['true_save_rate']:g})", "",
+             "| month | called | churned | control | churned | save rate (95 % interval) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for s in timeline["steps"]:
+        c = s["campaign"]
+        rate = (
+            "not measurable"
+            if c["save_rate"] is None
+            else (f"{c['save_rate']:.3f} ({c['save_rate_low']:.3f} to {c['save_rate_high']:.3f})")
+        )
+        lines.append(f"| {s['as_of']} | {c['contacted']} | {c['contacted_churned']} | "
+                     f"{c['control']} | {c['control_churned']} | {rate} |")  # fmt: skip
+    lines.append(f"| all months | {pool['contacted']} | {pool['contacted_churned']} | "
+                 f"{pool['control']} | {pool['control_churned']} | **{pool['save_rate']:.3f} "
+                 f"({pool['save_rate_low']:.3f} to {pool['save_rate_high']:.3f})** |")  # fmt: skip
+    return lines
 
 
 def plot_timeline(timeline: dict[str, Any], path: Path) -> None:

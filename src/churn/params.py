@@ -50,6 +50,10 @@ class SyntheticParams(_Frozen):
     start: IsoDate = Field("2024-01-31", description="the first month-end")
     seed: int = Field(2024, description="the generator's seed (same seed, same data)")
     drift_from_month: int = Field(3, ge=0, description="0-based month index where drift starts")
+    offer_effect: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="true share of contacted churners the offer keeps (simulated campaigns)",
+    )  # fmt: skip
 
 
 class SnapshotsParams(_Frozen):
@@ -168,7 +172,22 @@ class DecisionParams(_Frozen):
     """The retention offer: what calling a user costs and what a saved user is worth."""
 
     offer_cost: float = Field(50.0, ge=0.0, description="cost of one offer (call + incentive)")
-    save_rate: float = Field(0.25, gt=0.0, le=1.0, description="share of churners an offer keeps")
+    save_rate: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["measured"] = Field(
+        0.25,
+        description="share of churners an offer keeps, or `measured`: the last campaign's "
+        "measurement (campaigns/<lineage>.json) when narrow enough, else assumed_save_rate",
+    )
+    assumed_save_rate: float = Field(
+        0.25, gt=0.0, le=1.0, description="save_rate: measured, until a measurement is narrow"
+    )
+    max_save_rate_interval: float = Field(
+        0.2, gt=0.0, le=2.0, description="a measurement is used when its 95 % interval is "
+        "narrower than this",
+    )  # fmt: skip
+    control_share: float = Field(
+        0.1, ge=0.0, lt=1.0, description="seeded share of would-be contacts kept as a control "
+        "group (not called): what measures the save rate",
+    )  # fmt: skip
     value_months: float = Field(12.0, gt=0.0, description="months of fee a saved user is worth")
     fee_column: str = Field("monthly_fee", description="monthly fee feature, when present")
     customer_value: float = Field(

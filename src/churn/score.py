@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from churn import modelfile, registry
-from churn.decision import customer_values, expected_gain, value_basis
+from churn.decision import control_draw, customer_values, expected_gain, value_basis, with_save_rate
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, lift_table, quantile_bins
 from churn.fastpath import check_sample, compile_pipeline
@@ -51,15 +51,20 @@ def score_users(
     p: DecisionParams,
     labels: pd.Series | None = None,
     reasons: bool = True,
+    control_draw: np.ndarray | None = None,
 ) -> Scored:
     """Pure: every user's calibrated probability, decision, expected value and top three
-    reasons (churn.reasons), ranked."""
+    reasons (churn.reasons), ranked. `control_draw` (churn.campaign.control_draw) marks
+    who of the users over the threshold is the control group: not in the call list."""
     names = feature_names({"features": contract["features"]})
     lacking = [n for n in names if n not in online.columns]
     if lacking:
         raise ChurnError(f"the champion needs features the newest snapshot lacks: {lacking[:5]}")
     threshold = float(contract["threshold"])
     probability = churn_scores(model, online, names)
+    over = probability >= threshold
+    control = over & control_draw if control_draw is not None else np.zeros(len(over), bool)
+    call = over & ~control
     gain = expected_gain(probability, customer_values(online, p), p)
     # rank by probability, ties by id (the online table is sorted by id): stable everywhere
     order = np.argsort(-probability, kind="stable")
@@ -69,7 +74,8 @@ def score_users(
         {
             id_column: online[id_column].to_numpy(),
             "churn_probability": np.round(probability, 6),
-            "churn": probability >= threshold,
+            "churn": over,
+            "control": control,
             "expected_value": np.round(gain, 4),
             "rank": rank,
             "decile": np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10),
@@ -86,20 +92,20 @@ def score_users(
             for k, column in enumerate(texts, 1):
                 table[f"reason_{k}"] = column
     table = table.iloc[order].reset_index(drop=True)
-    contacted = table["churn"].to_numpy()
     report = {
         "users": len(table),
         "threshold": threshold,
-        "contacted": int(contacted.sum()),
+        "contacted": int(call.sum()),
+        "control": int(control.sum()),
         "expected_churners": float(probability.sum()),
-        "expected_churners_contacted": float(probability[probability >= threshold].sum()),
-        "expected_value_of_campaign": float(table["expected_value"][contacted].sum()),
+        "expected_churners_contacted": float(probability[call].sum()),
+        "expected_value_of_campaign": float(np.round(gain, 4)[call].sum()),
         "value_of_a_saved_user": value_basis(list(online.columns), p),
         "offer_cost": p.offer_cost,
         "save_rate": p.save_rate,
     }
     if firsts is not None:
-        report["top_reasons_of_contacted"] = common_reasons(firsts[probability >= threshold])
+        report["top_reasons_of_contacted"] = common_reasons(firsts[call])
     if unexplained is not None:
         report["reasons_unavailable"] = unexplained
     gains = expected_gains(probability)
@@ -204,19 +210,26 @@ def run(
         return None
     log.info("scoring %d users of %s with %s version %s", len(online), as_of, name,
              champion["version"])  # fmt: skip
-    scored = score_users(model, contract, online, spec["id"], params.decision, labels)
+    params, basis = with_save_rate(params)
+    held_out = control_draw(online[spec["id"]], as_of, params.random_state,
+                            params.decision.control_share)  # fmt: skip
+    scored = score_users(model, contract, online, spec["id"], params.decision, labels,
+                         control_draw=held_out)  # fmt: skip
     report = {
         "as_of": as_of,
         "champion": entry,
         **scored.report,
+        "save_rate_basis": basis,
+        "control_share": params.decision.control_share,
         "left_out": left_out,
         "file": f"{scored_dir.as_posix()}/{as_of}.parquet",
     }
     write_parquet(scored.table, scored_dir / f"{as_of}.parquet")
     write_json(reports_dir / "scoring.json", report)
     write_json(reports_dir / "scoring_gains.json", {"gains": scored.gains}, digits=4)
-    log.info("%d of %d users over the threshold %s; %.0f expected churners; campaign worth "
-             "%.0f", report["contacted"], report["users"], report["threshold"],
+    log.info("%d of %d users to call (over the threshold %s; %d more held out as the control "
+             "group); %.0f expected churners; campaign worth %.0f", report["contacted"],
+             report["users"], report["threshold"], report["control"],
              report["expected_churners"], report["expected_value_of_campaign"])  # fmt: skip
     return scored
 
@@ -235,12 +248,6 @@ def known_outcomes(spec: dict, labels: pd.Series | None, params: Params) -> dict
     }
 
 
-def call_list(scored_dir: Path, as_of: str | None, top: int) -> pd.DataFrame:
-    """The `top` users most likely to churn, from the newest (or the named) scored file."""
-    files = sorted(scored_dir.glob("*.parquet"))
-    if as_of is not None:
-        files = [f for f in files if f.stem == as_of]
-    if not files:
-        raise ChurnError(f"{scored_dir}: no scored snapshot{f' for {as_of}' if as_of else ''}; "
-                         "run `dvc repro` (or `churn score`) first")  # fmt: skip
-    return pd.read_parquet(files[-1]).head(top)
+def calls(table: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The call list: the `top` users most likely to churn, the control group left out."""
+    return table[~table["control"]].drop(columns="control").head(top)

@@ -6,6 +6,11 @@ avg_session_mins_7d. Labels come from a hidden logistic model; from
 `drift_from_month` on, usage and fees drift and the label model changes
 (churn follows payments, tickets and watch hours instead of contract and tenure),
 as in the course's month_001.
+
+A retention offer has a true effect (`offer_effect`): `offer_outcome` turns a contacted
+would-be churner into a stayer with that probability, from its own seeded stream, so a
+simulated campaign (churn.campaign) has a known answer and the snapshots' bytes do not
+depend on it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from churn.schema import ID, LABEL
 CONSTANT_SESSION_MINS = 29.14104464084511  # the course data's constant column
 TARGET_POSITIVE_RATE = 0.265
 LABEL_SIGNAL = 1.5  # scales the hidden logit: higher means labels are easier to predict
+OFFER_STREAM = 7  # entropy word of the offer-outcome draws (the snapshots use spawn keys)
 
 
 def month_ends(start: str, n_months: int) -> list[str]:
@@ -240,3 +246,21 @@ def generate(p: SyntheticParams) -> Iterator[tuple[str, dict[str, pd.DataFrame]]
     for month, as_of in enumerate(month_ends(p.start, p.n_months)):
         drifted = month >= p.drift_from_month
         yield as_of, _month(pop, month, drifted, np.random.default_rng(seeds[month + 1]))
+
+
+def offer_outcome(
+    p: SyntheticParams, as_of: str, ids: np.ndarray, churned: np.ndarray, contacted: np.ndarray
+) -> np.ndarray:
+    """The month's churn labels had the `contacted` users been offered the deal: each
+    contacted churner stays with probability `p.offer_effect`. One uniform draw per
+    generated user and month, by the user's position in the population, so the outcome
+    of a user does not depend on who else was contacted or on the row order."""
+    months = month_ends(p.start, p.n_months)
+    if as_of not in months:
+        raise ValueError(f"{as_of} is not a generated month ({months[0]} .. {months[-1]})")
+    draws = np.random.default_rng(
+        np.random.SeedSequence([p.seed, OFFER_STREAM, months.index(as_of)])
+    ).random(p.n_users)
+    position = pd.Series(ids).str.slice(3).astype("int64").to_numpy() - 1  # "SF-0000042" -> 41
+    saved = np.asarray(contacted, bool) & (draws[position] < p.offer_effect)
+    return np.asarray(churned, bool) & ~saved

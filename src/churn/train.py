@@ -13,7 +13,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from churn import modelfile, tracking
-from churn.decision import customer_values, realised_value, value_basis, value_curve
+from churn.decision import (
+    customer_values,
+    realised_value,
+    value_basis,
+    value_curve,
+    with_save_rate,
+)
 from churn.errors import ChurnError
 from churn.io import read_json, round_floats, sha256_file, write_json
 from churn.model import (
@@ -195,7 +201,10 @@ def run(
     train = pd.read_parquet(train_path, columns=[*feature_names(spec), spec["label"]])
     log.info("training on %d rows x %d features (train.model: %s)", len(train),
              len(spec["features"]), params.train.model)  # fmt: skip
+    params, basis = with_save_rate(params)
     trained = fit(train, spec, params)
+    trained.summary["threshold"]["save_rate"] = {"value": params.decision.save_rate,
+                                                 "basis": basis}  # fmt: skip
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE

@@ -35,6 +35,9 @@ def champion(repo: Path) -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("monitor"), n_users=2000, n_months=6)
+    # decisions from the campaigns the loop measures (~0.4 wide at 2 000 users a month)
+    set_param(repo, "decision.save_rate", "measured")
+    set_param(repo, "decision.max_save_rate_interval", 0.5)
     dvc(repo, "repro")
     assert champion(repo)["as_of"] == "2024-01-31"
     return repo
@@ -81,6 +84,35 @@ def test_the_loop_retrains_after_the_injected_drift_and_promotes(repo):
     for name in ("timeline.png", "report.html", "summary.md"):
         assert (repo / "reports/monitor" / name).stat().st_size > 0
     assert "| retrain | promote" in (repo / "reports/monitor/summary.md").read_text()
+
+
+def test_the_loop_measures_the_offer_with_a_control_group_and_decides_with_it(repo):
+    """Each month the champion's call list holds out a control group and the synthetic
+    source keeps each called churner with its true offer effect (0.25): the months pooled
+    give a 95 % interval that holds it; `save_rate: measured` then decides with the last
+    measurement before the newest month (the loop's last `dvc repro`)."""
+    timeline = json.loads((repo / "reports/monitor/timeline.json").read_text())
+    pool = timeline["campaign"]
+    assert pool["months"] == [s["as_of"] for s in timeline["steps"]]
+    assert pool["save_rate_low"] <= pool["true_save_rate"] == 0.25 <= pool["save_rate_high"]
+    assert pool["save_rate_high"] - pool["save_rate_low"] < 0.25
+    for step in timeline["steps"]:
+        c = step["campaign"]
+        assert c["control"] > 0 and c["contacted"] > 5 * c["control"]
+        assert c["champion"]["version"] == step["champion_version"]
+    ledger = json.loads((repo / "campaigns/streamflow-churn.json").read_text())["measurements"]
+    assert [m["as_of"] for m in ledger] == pool["months"]
+    report = json.loads((repo / "reports/campaign.json").read_text())
+    assert report["pooled"]["save_rate"] == pool["save_rate"]
+    assert (repo / "reports/campaign.png").stat().st_size > 0
+    assert "Retention offer: called vs control" in (repo / "reports/monitor/summary.md").read_text()
+    may = next(m for m in ledger if m["as_of"] == "2024-05-31")
+    decision = json.loads((repo / "reports/decision.json").read_text())
+    assert decision["month"] == "2024-06-30" and decision["save_rate"] == may["save_rate"]
+    assert decision["basis"].startswith("measured: 2024-05-31 campaign")
+    scoring = json.loads((repo / "reports/scoring.json").read_text())
+    assert scoring["save_rate"] == round(may["save_rate"], 4)
+    assert scoring["save_rate_basis"] == decision["basis"]
 
 
 def test_after_the_loop_no_month_asks_for_a_retrain(repo):

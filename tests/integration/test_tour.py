@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.helpers import env, free_port, sh, wait_until_ok
+from tests.helpers import ALL, env, free_port, sh, wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -162,7 +162,7 @@ def test_after_bootstrap_repro_runs_nothing_and_the_registry_verifies(toured):
     assert "Running stage" not in first and "up to date" in first, first
     forced = toured.tour.split("== dvc repro -f", 1)[1].split("== an experiment", 1)[0]
     ran = re.findall(r"Running stage '(\w+)'", forced)
-    assert ran == ["ingest", "prepare", "train", "evaluate", "drift", "promote", "score"], ran
+    assert ran == ALL, ran
     assert "is already the champion" in forced, forced[-2000:]
     verify = toured.tour.split("== the registry", 1)[1].split("== churn monitor: April", 1)[0]
     assert "registry ok" in verify, verify
@@ -173,6 +173,13 @@ def test_the_tour_experiment_changes_a_metric_and_the_monitor_retrains(toured):
     assert re.search(r"roc_auc\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", experiment), experiment
     monitor = toured.tour.split("== churn monitor: April", 1)[1].split("== churn rollback", 1)[0]
     assert "1 promotion(s)" in monitor, monitor
+    # every replayed month's call list held out a control group; the synthetic offer's true
+    # effect (0.25) lies in the pooled 95 % interval of the default data's five months
+    pooled = json.loads((toured.clone / "reports/monitor/timeline.json").read_text())["campaign"]
+    assert len(pooled["months"]) == 5
+    assert pooled["save_rate_low"] <= pooled["true_save_rate"] <= pooled["save_rate_high"]
+    campaign = toured.tour.split("== churn campaign", 1)[1].split("== dvc plots show", 1)[0]
+    assert '"as_of": "2024-06-30"' in campaign and '"save_rate_low"' in campaign, campaign
     assert (toured.clone / "calls.csv").is_file()
     assert "calls.csv" not in sh(toured.clone, "git", "status", "--porcelain").stdout
 

@@ -71,16 +71,24 @@ def test_score_writes_the_call_list_of_the_newest_month(repo):
     assert 0 < scoring["expected_churners"] < 800 and "expected_value_of_campaign" in scoring
     scored = pd.read_parquet(repo / "data/scored/2024-03-31.parquet")
     assert list(scored.columns) == [
-        "user_id", "churn_probability", "churn", "expected_value", "rank", "decile",
+        "user_id", "churn_probability", "churn", "control", "expected_value", "rank", "decile",
         "reason_1", "reason_2", "reason_3",
     ]  # fmt: skip
-    assert scored["reason_1"].str.contains(" → (raises|lowers) risk$").all()
+    # the control group: a seeded share of the users over the threshold, never called
+    over = scored[scored["churn"]]
+    assert not scored.loc[~scored["churn"], "control"].any()
+    assert 0 < over["control"].sum() < 0.25 * len(over)
+    assert scoring["control"] == over["control"].sum()
+    assert scoring["contacted"] == len(over) - scoring["control"]
+    assert scored["reason_1"].str.contains(" → (?:raises|lowers) risk$").all()
     assert scored["rank"].tolist() == list(range(1, 801))
     assert scored["churn_probability"].is_monotonic_decreasing
     assert set(scored["decile"]) == set(range(1, 11))
-    shown = sh(repo, str(BIN / "churn"), "score", "--top", "5", "--csv").stdout
+    shown = sh(repo, str(BIN / "churn"), "score", "--top", "50", "--csv").stdout
     calls = pd.read_csv(io.StringIO(shown))
-    assert calls["user_id"].tolist() == scored["user_id"].head(5).tolist()
+    called = scored[~scored["control"]]
+    assert calls["user_id"].tolist() == called["user_id"].head(50).tolist()
+    assert "control" not in calls.columns
     assert sh(repo, "git", "status", "--porcelain").stdout == ""  # same bytes again
 
 
@@ -141,7 +149,9 @@ def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
 def test_as_of_reruns_prepare_onwards_but_not_ingest(repo):
     set_param(repo, "as_of", "2024-02-29")
     ran = ran_stages(dvc(repo, "repro"))
-    assert ran in (["prepare", *STAGES_AFTER_TRAIN], ["prepare", *STAGES_AFTER_TRAIN, "score"])
+    # decide reads the newest month from features.json: it reruns, to the same rate
+    after = ["prepare", "decide", *STAGES_AFTER_TRAIN]
+    assert ran in (after, [*after, "score"]), ran
     contract = json.loads((repo / "models/feature_contract.json").read_text())
     assert contract["as_of"] == "2024-02-29"
     sh(repo, "git", "commit", "-qam", "train on February")
@@ -188,3 +198,37 @@ def test_after_a_rollback_the_next_repro_decides_again(repo):
     now = json.loads((repo / CHAMPION_JSON).read_text())
     assert scoring["champion"]["sha256"] == now["sha256"] != champion["sha256"]
     assert ran_stages(dvc(repo, "repro")) == []
+
+
+def test_churn_campaign_measures_called_vs_control_and_feeds_only_decide(repo):
+    """`churn campaign` on the scored month (the synthetic source simulates the call list
+    being worked with its true offer effect): reports/campaign.json + PNG, the ledger
+    campaigns/<lineage>.json; with a fixed save rate the new measurement reruns only the
+    decide stage. A contacts file names who was really called; an unknown id is refused
+    naming the file and the column."""
+    cli = str(BIN / "churn")
+    scored = pd.read_parquet(repo / "data/scored/2024-03-31.parquet")
+    sh(repo, cli, "campaign")
+    report = json.loads((repo / "reports/campaign.json").read_text())
+    latest = report["latest"]
+    assert latest["as_of"] == "2024-03-31" and latest["true_save_rate"] == 0.25
+    assert latest["contacted"] == (scored["churn"] & ~scored["control"]).sum()
+    assert latest["control"] == scored["control"].sum() > 0
+    assert latest["save_rate_low"] <= latest["save_rate"] <= latest["save_rate_high"]
+    assert (repo / "reports/campaign.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ledger = json.loads((repo / "campaigns/streamflow-churn.json").read_text())
+    assert [m["as_of"] for m in ledger["measurements"]] == ["2024-03-31"]
+    assert ran_stages(dvc(repo, "repro")) == ["decide"]  # the same rate: nothing downstream
+
+    called = scored.loc[scored["churn"] & ~scored["control"], "user_id"].head(20)
+    called.to_frame().to_csv(repo / "contacts.csv", index=False)
+    sh(repo, cli, "campaign", "--contacts", "contacts.csv", "--no-record")
+    mine = json.loads((repo / "reports/campaign.json").read_text())["latest"]
+    assert mine["contacts"] == "the contacts file" and mine["contacted"] == 20
+    assert "true_save_rate" not in mine  # real contacts: the labels as they are
+    (repo / "contacts.csv").write_text("user_id\nSF-0000001\nnobody-42\n")
+    refused = sh(repo, cli, "campaign", "--contacts", "contacts.csv", check=False)
+    assert refused.returncode == 1
+    assert "contacts.csv" in refused.stderr and "user_id" in refused.stderr
+    assert "nobody-42" in refused.stderr
+    assert json.loads((repo / "campaigns/streamflow-churn.json").read_text()) == ledger
