@@ -9,8 +9,10 @@ probability too).
 - Linear models: coefficient x the preprocessed value. Numbers are standardised, so a
   number's contribution is measured from the training mean; a category's is its level's
   coefficient; base is the intercept.
-- Trees (histogram boosting, random forests): TreeSHAP (`shap.TreeExplainer`, path
-  dependent, raw output); base is the model's mean score over its training rows.
+- Trees (histogram boosting, random forests): TreeSHAP (path dependent, raw output);
+  base is the model's mean score over its training rows. Histogram boosting's small trees
+  (≤ MAX_TABLE_SPLITS splits each) use TreeSHAP tabled per split pattern (BoostingTables:
+  the same values, ~10x faster); bigger trees and forests use `shap.TreeExplainer`.
 
 The preprocessed columns are summed back to the column they came from (a number's value
 and its missing indicator; a category's one-hot levels), so a reason names a column of the
@@ -20,6 +22,7 @@ every runtime scores, so reasons do not depend on which runtime serves the score
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -87,6 +90,11 @@ def explainer_for(compiled: CompiledModel) -> Explainer:
     kind = type(estimator).__name__
     if kind not in ("HistGradientBoostingClassifier", "RandomForestClassifier"):
         raise ValueError(f"no reasons for a {kind}: linear models and tree ensembles only")
+    if kind == "HistGradientBoostingClassifier":
+        tables = boosting_tables(estimator)
+        if tables is not None:
+            return Explainer(compiled.features, owner, "tree", "log-odds", tables.decompose,
+                             estimator.decision_function)  # fmt: skip
     with warnings.catch_warnings():  # shap's plot colours call matplotlib's deprecated API
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         import shap  # here: a linear champion's server never imports it (numba: seconds)
@@ -111,6 +119,104 @@ def explainer_for(compiled: CompiledModel) -> Explainer:
     return Explainer(compiled.features, owner, "tree", output, tree, own)
 
 
+MAX_TABLE_SPLITS = 8  # a tree with more splits goes to shap (2^splits rows per table)
+
+
+@dataclass(frozen=True)
+class _Tree:
+    nodes: np.ndarray  # the internal nodes, in the order of a pattern's bits
+    features: np.ndarray  # the columns they split on
+    thresholds: np.ndarray
+    missing_left: np.ndarray
+    used: np.ndarray  # the distinct columns of the tree
+    table: np.ndarray  # (2^splits, len(used)): TreeSHAP values for each split pattern
+
+
+@dataclass(frozen=True)
+class BoostingTables:
+    """Path-dependent TreeSHAP of a histogram-boosting model with small trees, tabled: a
+    tree's SHAP values depend on a row only through which way it goes at each split, so
+    for each of a tree's 2^splits patterns they are computed once (the Shapley formula over
+    the tree's own columns, with TreeSHAP's cover-weighted expectation), and a row's
+    values are a table look-up per tree. The same numbers as shap.TreeExplainer (test),
+    about 10x faster: what makes reasons in `churn score` affordable at millions of rows."""
+
+    trees: tuple[_Tree, ...]
+    base: float
+
+    def decompose(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        columns = np.ascontiguousarray(rows.T)  # one contiguous array per column
+        parts = np.zeros((rows.shape[1], rows.shape[0]))
+        for t in self.trees:
+            pattern = np.zeros(rows.shape[0], dtype=np.int64)
+            for bit, (f, threshold, missing) in enumerate(
+                zip(t.features, t.thresholds, t.missing_left, strict=True)
+            ):
+                x = columns[f]
+                left = x <= threshold
+                if missing:
+                    left |= np.isnan(x)
+                pattern |= left.astype(np.int64) << bit
+            for j, f in enumerate(t.used):
+                parts[f] += t.table[pattern, j]
+        return np.full(rows.shape[0], self.base), parts.T
+
+
+def boosting_tables(estimator: Any) -> BoostingTables | None:
+    """The tabled TreeSHAP of a fitted binary HistGradientBoostingClassifier; None when a
+    tree is too large to table or uses native categorical splits (shap then)."""
+    predictors = [p[0] for p in estimator._predictors]
+    if any(len(p) != 1 for p in estimator._predictors):
+        return None
+    trees, base = [], float(np.asarray(estimator._baseline_prediction).reshape(-1)[0])
+    for predictor in predictors:
+        nodes = predictor.nodes
+        inner = np.flatnonzero(~nodes["is_leaf"].astype(bool))
+        if len(inner) > MAX_TABLE_SPLITS or nodes["is_categorical"][inner].any():
+            return None
+        table, expected = _tree_table(nodes, inner)
+        features = nodes["feature_idx"][inner].astype(np.int64)
+        trees.append(_Tree(inner, features, nodes["num_threshold"][inner].astype(np.float64),
+                           nodes["missing_go_to_left"][inner].astype(bool),
+                           np.unique(features), table))  # fmt: skip
+        base += expected
+    return BoostingTables(tuple(trees), base)
+
+
+def _tree_table(nodes: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, float]:
+    """(2^splits x used columns) SHAP values of one tree for every split pattern (bit k:
+    the row goes left at inner[k]), and the tree's expected value (cover-weighted)."""
+    bit_of = {int(node): k for k, node in enumerate(inner)}
+    used = np.unique(nodes["feature_idx"][inner])
+    patterns = np.arange(2 ** len(inner))
+    m = len(used)
+
+    def expectation(node: int, known: frozenset) -> np.ndarray:
+        """E[tree | the columns in `known` as the pattern says, the rest by cover]."""
+        n = nodes[node]
+        if n["is_leaf"]:
+            return np.full(len(patterns), float(n["value"]))
+        left, right = expectation(int(n["left"]), known), expectation(int(n["right"]), known)
+        if int(n["feature_idx"]) in known:
+            return np.where((patterns >> bit_of[node]) & 1 == 1, left, right)
+        cl, cr = float(nodes[int(n["left"])]["count"]), float(nodes[int(n["right"])]["count"])
+        return (cl * left + cr * right) / (cl + cr)
+
+    values = {}
+    for size in range(m + 1):
+        for subset in itertools.combinations(used.tolist(), size):
+            values[frozenset(subset)] = expectation(0, frozenset(subset))
+    table = np.zeros((len(patterns), m))
+    for j, f in enumerate(used.tolist()):
+        others = [g for g in used.tolist() if g != f]
+        for size in range(m):
+            weight = math.factorial(size) * math.factorial(m - size - 1) / math.factorial(m)
+            for subset in itertools.combinations(others, size):
+                s = frozenset(subset)
+                table[:, j] += weight * (values[s | {f}] - values[s])
+    return table, float(values[frozenset()][0])
+
+
 def shown_values(values: np.ndarray) -> np.ndarray:
     """Raw values as a reason shows them: numbers with %g, yes/no for booleans, category
     levels as they are, "missing" for a null (vectorised: one call per column)."""
@@ -133,15 +239,29 @@ def reason_text(column: str, value: Any, contribution: float) -> str:
     return f"{column} {shown_values(np.array([value]))[0]}{RAISES if contribution > 0 else LOWERS}"
 
 
+def top_columns(contributions: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the column indexes of the `k` largest contributions by size, largest first
+    (ties: the lower index first, as a stable sort would give)."""
+    size = np.abs(contributions)
+    rows = np.arange(len(size))
+    picks = []
+    for _ in range(min(k, size.shape[1])):
+        j = size.argmax(axis=1)  # the first of equal maxima
+        picks.append(j)
+        size[rows, j] = -1.0
+    return np.stack(picks, axis=1) if picks else np.zeros((len(size), 0), dtype=np.int64)
+
+
 def reason_texts(
     explainer: Explainer, contributions: np.ndarray, frame: pd.DataFrame, k: int
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Many rows at once: the column index of each row's `k` largest contributions by size
     (n x k), their texts (k arrays; "" where a row has fewer non-zero contributions) and
     each row's first reason without its value ("monthly_fee raises risk", for counting).
-    `frame` holds the rows' raw values of `explainer.columns`."""
+    `frame` holds the rows' raw values of `explainer.columns`. A text is built once per
+    distinct (value, direction) of a column, then picked for every row that has it."""
     n = len(contributions)
-    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    order = top_columns(contributions, k)
     rows = np.arange(n)
     texts, first = [], np.full(n, "", dtype=object)
     for rank in range(order.shape[1]):
@@ -153,12 +273,16 @@ def reason_texts(
             if not mask.any():
                 continue
             column = explainer.columns[j]
-            shown = shown_values(frame[column].to_numpy()[mask]).astype(str)
-            verb = np.where(signed[mask] > 0, RAISES, LOWERS)
-            text[mask] = np.char.add(np.char.add(f"{column} ", shown), verb)
+            codes, levels = pd.factorize(frame[column].to_numpy()[mask], use_na_sentinel=True)
+            shown = shown_values(np.asarray(levels))
+            shown = np.append(shown.astype(object), "missing")
+            codes = np.where(codes < 0, len(shown) - 1, codes)  # a null: "missing"
+            raises = signed[mask] > 0
+            both = np.array([f"{column} {v}{verb}" for verb in (LOWERS, RAISES) for v in shown],
+                            dtype=object)  # fmt: skip
+            text[mask] = both[raises * len(shown) + codes]
             if rank == 0:
-                first[mask] = np.where(signed[mask] > 0, f"{column} raises risk",
-                                       f"{column} lowers risk")  # fmt: skip
+                first[mask] = np.where(raises, f"{column} raises risk", f"{column} lowers risk")
         texts.append(text)
     return order, texts, first
 

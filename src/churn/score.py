@@ -61,7 +61,15 @@ def score_users(
     if lacking:
         raise ChurnError(f"the champion needs features the newest snapshot lacks: {lacking[:5]}")
     threshold = float(contract["threshold"])
-    probability = churn_scores(model, online, names)
+    texts, firsts, unexplained = None, None, None
+    if reasons:
+        try:
+            probability, texts, firsts = scores_and_reasons(model, online, names)
+        except ValueError as exc:  # a model shape without reasons: scores all the same
+            unexplained = str(exc)
+            log.warning("no reasons in the scored file: %s", exc)
+    if texts is None:
+        probability = churn_scores(model, online, names)
     over = probability >= threshold
     control = over & control_draw if control_draw is not None else np.zeros(len(over), bool)
     call = over & ~control
@@ -81,16 +89,8 @@ def score_users(
             "decile": np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10),
         }
     )
-    firsts, unexplained = None, None
-    if reasons:
-        try:
-            texts, firsts = reason_columns(model, online, names)
-        except ValueError as exc:  # a model shape without reasons: scores all the same
-            unexplained = str(exc)
-            log.warning("no reasons in the scored file: %s", exc)
-        else:
-            for k, column in enumerate(texts, 1):
-                table[f"reason_{k}"] = column
+    for k, column in enumerate(texts or [], 1):
+        table[f"reason_{k}"] = column
     table = table.iloc[order].reset_index(drop=True)
     report = {
         "users": len(table),
@@ -125,25 +125,29 @@ REASONS = 3  # reason_1..3 in the scored file
 COMMON_REASONS = 10  # the most common first reasons in scoring.json
 
 
-def reason_columns(
+def scores_and_reasons(
     model: Any, online: pd.DataFrame, names: list[str]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """The texts of every user's top REASONS reasons (reason_1, reason_2, reason_3; ""
-    where a user has fewer non-zero contributions) and each user's first reason as
-    "column raises/lowers risk", a block of rows at a time through the Pipeline's own
-    preprocessing. ValueError when the model has no reasons."""
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Every user's churn probability, the texts of their top REASONS reasons (reason_1,
+    reason_2, reason_3; "" where a user has fewer non-zero contributions) and their first
+    reason as "column raises/lowers risk", a block of rows at a time through one pass of
+    the Pipeline's preprocessing: the probability is the Pipeline's final step on those
+    rows, the same operations (and bits) as `churn_scores`. ValueError when the model has
+    no reasons."""
     compiled = compile_pipeline(model, check_sample(online))
     if compiled is None:
         raise ValueError("the champion's Pipeline shape is not one churn.fastpath reads")
     explainer = explainer_for(compiled)  # ValueError for an estimator without reasons
-    blocks = []
-    preprocess = model[:-1]
-    for start in range(0, len(online), SCORE_BLOCK_ROWS):
+    preprocess, final = model[:-1], model[-1]
+    probability, blocks = [], []
+    for start in range(0, max(len(online), 1), SCORE_BLOCK_ROWS):
         block = online.iloc[start : start + SCORE_BLOCK_ROWS]
-        _, contributions = explainer.contributions(preprocess.transform(block[names]))
+        rows = preprocess.transform(block[names])
+        probability.append(final.predict_proba(rows)[:, 1])
+        _, contributions = explainer.contributions(rows)
         blocks.append(reason_texts(explainer, contributions, block, REASONS)[1:])
     texts = [np.concatenate([b[0][k] for b in blocks]) for k in range(REASONS)]
-    return texts, np.concatenate([b[1] for b in blocks])
+    return np.concatenate(probability), texts, np.concatenate([b[1] for b in blocks])
 
 
 def common_reasons(firsts: np.ndarray) -> list[dict]:

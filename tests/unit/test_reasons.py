@@ -48,6 +48,54 @@ def test_contributions_add_up_to_the_uncalibrated_score(model, calibration):
     assert np.abs(contributions[:, 0]).max() > 0.01  # hours drives the label
 
 
+@pytest.mark.parametrize("leaves, missing", [(6, False), (6, True), (9, False)])
+def test_tabled_treeshap_of_histogram_boosting_equals_shaps(leaves, missing):
+    """The tables are TreeSHAP itself, not an approximation: per row and preprocessed
+    column, the same values as shap.TreeExplainer (path dependent, raw output) and the same
+    base, on rows the model saw and on new ones (NaN taking each split's missing side)."""
+    import shap
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from churn.reasons import boosting_tables
+
+    rng = np.random.default_rng(leaves)
+    x = rng.normal(size=(3000, 6))
+    x[:, 3] = rng.integers(0, 3, 3000)  # a count: repeated splits on one column
+    if missing:
+        x[rng.random(x.shape) < 0.1] = np.nan
+    y = (x[:, 0] + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 3]) + rng.normal(size=3000)) > 0
+    model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, random_state=0)
+    model.fit(x, y)
+    tables = boosting_tables(model)
+    assert tables is not None and len(tables.trees) == 40
+    new = rng.normal(size=(500, 6)) * 2
+    if missing:
+        new[rng.random(new.shape) < 0.2] = np.nan
+    reference = shap.TreeExplainer(model, model_output="raw")
+    for rows in (x[:500], new):
+        base, parts = tables.decompose(rows)
+        expected = reference.shap_values(rows, check_additivity=False)
+        np.testing.assert_allclose(parts, expected, rtol=0, atol=1e-9)
+        expected_base = float(np.asarray(reference.expected_value).reshape(-1)[0])
+        np.testing.assert_allclose(base, expected_base, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(base + parts.sum(axis=1), model.decision_function(rows),
+                                   rtol=0, atol=1e-9)  # fmt: skip
+
+
+def test_boosting_with_large_trees_is_left_to_shap():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from churn.reasons import MAX_TABLE_SPLITS, boosting_tables
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 4))
+    y = np.sin(3 * x[:, 0]) + x[:, 1] * x[:, 2] + rng.normal(size=2000) > 0
+    model = HistGradientBoostingClassifier(max_iter=5, max_leaf_nodes=MAX_TABLE_SPLITS + 2,
+                                           min_samples_leaf=5).fit(x, y)  # fmt: skip
+    assert max(int((~p[0].nodes["is_leaf"].astype(bool)).sum()) for p in model._predictors) > 8
+    assert boosting_tables(model) is None
+
+
 def test_one_hot_levels_and_missing_indicators_are_summed_back_to_their_column():
     _, compiled, _ = fitted("logistic_regression")
     owner = source_owner(compiled)
@@ -109,3 +157,34 @@ def test_the_scored_file_carries_three_reasons_and_the_report_counts_them():
     first = table["reason_1"][table["churn"]].str.extract(r"^(\S+) .*→ (\w+) risk$")
     expected = pd.Series(first[0] + " " + first[1] + " risk").value_counts()
     assert {r["reason"]: r["users"] for r in counted} == expected.to_dict()
+    # one pass of preprocessing for scores and reasons: the same probabilities, bit for bit
+    plain = score_users(pipeline, contract, online, "user_id", DecisionParams(), reasons=False)
+    assert plain.table["churn_probability"].equals(table["churn_probability"])
+    assert plain.table["user_id"].equals(table["user_id"])
+
+
+def test_the_texts_match_each_rows_own_value_and_sign_missing_values_included():
+    """Texts are built once per distinct (value, direction) and picked per row: each row
+    still reads its own value, "missing" for a null, and the verb of its own sign."""
+    from churn.reasons import Explainer, reason_texts
+
+    frame = pd.DataFrame({"fee": [19.99, np.nan, 19.99, 5.0], "plan": ["a", None, "b", "a"]})
+    contributions = np.array([[0.5, 0.1], [-0.4, 0.2], [-0.1, 0.3], [0.0, 0.0]])
+    explainer = Explainer(("fee", "plan"), np.array([0, 1]), "linear", "log-odds",
+                          lambda r: (r, r), lambda r: r)  # fmt: skip
+    _, texts, first = reason_texts(explainer, contributions, frame, 2)
+    assert texts[0].tolist() == ["fee 19.99 → raises risk", "fee missing → lowers risk",
+                                 "plan b → raises risk", ""]  # fmt: skip
+    assert texts[1].tolist() == ["plan a → raises risk", "plan missing → raises risk",
+                                 "fee 19.99 → lowers risk", ""]  # fmt: skip
+    assert first.tolist() == ["fee raises risk", "fee lowers risk", "plan raises risk", ""]
+
+
+def test_top_columns_are_a_stable_sort_by_size():
+    from churn.reasons import top_columns
+
+    rng = np.random.default_rng(5)
+    contributions = np.round(rng.normal(size=(2000, 9)), 1)  # many ties
+    expected = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :3]
+    assert (top_columns(contributions, 3) == expected).all()
+    assert top_columns(contributions[:, :2], 3).shape == (2000, 2)
