@@ -217,14 +217,32 @@ def _tree_table(nodes: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, float
     return table, float(values[frozenset()][0])
 
 
+SHOWN_DIGITS = 4  # significant digits of a number in a reason's text
+
+
+def displayed(values: np.ndarray) -> np.ndarray:
+    """Numbers as a reason shows them: rounded to SHOWN_DIGITS significant digits (so a
+    column's texts are built once per shown value, not once per row); others unchanged."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return values
+    size = np.abs(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.floor(np.log10(np.where(size > 0, size, 1.0)))
+        scale = 10.0 ** (SHOWN_DIGITS - 1 - np.where(np.isfinite(exponent), exponent, 0.0))
+        rounded = np.round(values * scale) / scale
+    return np.where(np.isfinite(rounded), rounded, values)
+
+
 def shown_values(values: np.ndarray) -> np.ndarray:
-    """Raw values as a reason shows them: numbers with %g, yes/no for booleans, category
-    levels as they are, "missing" for a null (vectorised: one call per column)."""
+    """Raw values as a reason shows them: numbers with %g (SHOWN_DIGITS significant
+    digits), yes/no for booleans, category levels as they are, "missing" for a null
+    (vectorised: one call per column)."""
     values = np.asarray(values)
     if values.dtype == bool:
         return np.where(values, "yes", "no")
     if values.dtype.kind in "iuf":
-        numbers = values.astype("float64")
+        numbers = displayed(values.astype("float64"))
         return np.where(np.isnan(numbers), "missing", np.char.mod("%g", numbers))
     codes, levels = pd.factorize(values.astype(object), use_na_sentinel=True)
     shown = np.array([str(level) for level in levels] + ["missing"], dtype=object)
@@ -257,34 +275,45 @@ def reason_texts(
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Many rows at once: the column index of each row's `k` largest contributions by size
     (n x k), their texts (k arrays; "" where a row has fewer non-zero contributions) and
-    each row's first reason without its value ("monthly_fee raises risk", for counting).
-    `frame` holds the rows' raw values of `explainer.columns`. A text is built once per
-    distinct (value, direction) of a column, then picked for every row that has it."""
+    each row's first reason without its value as a code (2 x column + 1 if it raises risk;
+    -1: none; `first_reason_names` names them). `frame` holds the rows' raw values of
+    `explainer.columns`. A text is built once per distinct (shown value, direction) of a
+    column, then picked for every row that has it."""
     n = len(contributions)
     order = top_columns(contributions, k)
     rows = np.arange(n)
-    texts, first = [], np.full(n, "", dtype=object)
+    texts, first = [], np.full(n, -1, dtype=np.int64)
     for rank in range(order.shape[1]):
         index = order[:, rank]
         signed = contributions[rows, index]
-        text = np.full(n, "", dtype=object)
-        for j in np.unique(index):
-            mask = (index == j) & (signed != 0)
-            if not mask.any():
+        pick = np.zeros(n, dtype=np.int64)  # into `table`; 0 is the empty text
+        table: list[Any] = [np.array([""], dtype=object)]
+        offset = 1
+        by_column = np.argsort(index, kind="stable")  # the rows of each column together
+        bounds = np.searchsorted(index[by_column], np.arange(len(explainer.columns) + 1))
+        for j, column in enumerate(explainer.columns):
+            at = by_column[bounds[j] : bounds[j + 1]]
+            at = at[signed[at] != 0]  # a zero contribution is never a reason
+            if not len(at):
                 continue
-            column = explainer.columns[j]
-            codes, levels = pd.factorize(frame[column].to_numpy()[mask], use_na_sentinel=True)
-            shown = shown_values(np.asarray(levels))
-            shown = np.append(shown.astype(object), "missing")
-            codes = np.where(codes < 0, len(shown) - 1, codes)  # a null: "missing"
-            raises = signed[mask] > 0
-            both = np.array([f"{column} {v}{verb}" for verb in (LOWERS, RAISES) for v in shown],
-                            dtype=object)  # fmt: skip
-            text[mask] = both[raises * len(shown) + codes]
+            raw = displayed(frame[column].to_numpy()[at])
+            codes, levels = pd.factorize(raw, use_na_sentinel=True)
+            shown = [*shown_values(np.asarray(levels)).tolist(), "missing"]
+            codes[codes < 0] = len(shown) - 1  # a null: "missing"
+            raises = signed[at] > 0
+            table.append(np.array([f"{column} {v}{verb}" for verb in (LOWERS, RAISES)
+                                   for v in shown], dtype=object))  # fmt: skip
+            pick[at] = offset + raises * len(shown) + codes
+            offset += 2 * len(shown)
             if rank == 0:
-                first[mask] = np.where(raises, f"{column} raises risk", f"{column} lowers risk")
-        texts.append(text)
+                first[at] = 2 * j + raises
+        texts.append(np.concatenate(table)[pick])
     return order, texts, first
+
+
+def first_reason_names(columns: tuple[str, ...]) -> list[str]:
+    """The names of reason_texts' first-reason codes: "column lowers/raises risk"."""
+    return [f"{c} {verb} risk" for c in columns for verb in ("lowers", "raises")]
 
 
 def top_reasons(

@@ -28,7 +28,7 @@ from churn.io import read_json, require, round_floats, write_json, write_parquet
 from churn.model import SCORE_BLOCK_ROWS, churn_scores, feature_names
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
-from churn.reasons import explainer_for, reason_texts
+from churn.reasons import explainer_for, first_reason_names, reason_texts
 
 log = logging.getLogger("churn.score")
 
@@ -61,10 +61,10 @@ def score_users(
     if lacking:
         raise ChurnError(f"the champion needs features the newest snapshot lacks: {lacking[:5]}")
     threshold = float(contract["threshold"])
-    texts, firsts, unexplained = None, None, None
+    texts, firsts, reason_names, unexplained = None, None, [], None
     if reasons:
         try:
-            probability, texts, firsts = scores_and_reasons(model, online, names)
+            probability, texts, firsts, reason_names = scores_and_reasons(model, online, names)
         except ValueError as exc:  # a model shape without reasons: scores all the same
             unexplained = str(exc)
             log.warning("no reasons in the scored file: %s", exc)
@@ -105,7 +105,7 @@ def score_users(
         "save_rate": p.save_rate,
     }
     if firsts is not None:
-        report["top_reasons_of_contacted"] = common_reasons(firsts[call])
+        report["top_reasons_of_contacted"] = common_reasons(firsts[call], reason_names)
     if unexplained is not None:
         report["reasons_unavailable"] = unexplained
     gains = expected_gains(probability)
@@ -127,13 +127,13 @@ COMMON_REASONS = 10  # the most common first reasons in scoring.json
 
 def scores_and_reasons(
     model: Any, online: pd.DataFrame, names: list[str]
-) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[str]]:
     """Every user's churn probability, the texts of their top REASONS reasons (reason_1,
-    reason_2, reason_3; "" where a user has fewer non-zero contributions) and their first
-    reason as "column raises/lowers risk", a block of rows at a time through one pass of
-    the Pipeline's preprocessing: the probability is the Pipeline's final step on those
-    rows, the same operations (and bits) as `churn_scores`. ValueError when the model has
-    no reasons."""
+    reason_2, reason_3; "" where a user has fewer non-zero contributions), their first
+    reason's code and the codes' names ("column raises/lowers risk"), a block of rows at
+    a time through one pass of the Pipeline's preprocessing: the probability is the
+    Pipeline's final step on those rows, the same operations (and bits) as
+    `churn_scores`. ValueError when the model has no reasons."""
     compiled = compile_pipeline(model, check_sample(online))
     if compiled is None:
         raise ValueError("the champion's Pipeline shape is not one churn.fastpath reads")
@@ -147,14 +147,16 @@ def scores_and_reasons(
         _, contributions = explainer.contributions(rows)
         blocks.append(reason_texts(explainer, contributions, block, REASONS)[1:])
     texts = [np.concatenate([b[0][k] for b in blocks]) for k in range(REASONS)]
-    return np.concatenate(probability), texts, np.concatenate([b[1] for b in blocks])
+    firsts = np.concatenate([b[1] for b in blocks])
+    return np.concatenate(probability), texts, firsts, first_reason_names(explainer.columns)
 
 
-def common_reasons(firsts: np.ndarray) -> list[dict]:
-    """The first reasons of the users a campaign contacts, by column and direction, most
-    common first: what the retention team hears most."""
-    counts = pd.Series(firsts[firsts != ""], dtype=object).value_counts(sort=False)
-    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+def common_reasons(firsts: np.ndarray, names: list[str]) -> list[dict]:
+    """The first reasons of the users a campaign contacts (reason_texts' codes; `names`
+    names them), by column and direction, most common first: what the team hears most."""
+    counts = np.bincount(firsts[firsts >= 0], minlength=len(names))
+    rows = sorted(((names[c], int(n)) for c, n in enumerate(counts) if n),
+                  key=lambda item: (-item[1], item[0]))  # fmt: skip
     return [{"reason": reason, "users": int(n)} for reason, n in rows[:COMMON_REASONS]]
 
 

@@ -140,6 +140,10 @@ def test_reason_text_names_a_missing_value_and_a_category():
     assert reason_text("monthly_fee", 19.99, 0.3) == "monthly_fee 19.99 → raises risk"
     assert reason_text("plan", "premium", -0.2) == "plan premium → lowers risk"
     assert reason_text("tv", float("nan"), 0.1) == "tv missing → raises risk"
+    # numbers show four significant digits: one text per shown value, not per row
+    assert reason_text("watch_hours_30d", 31.4521, -0.1) == "watch_hours_30d 31.45 → lowers risk"
+    assert reason_text("total_paid", 1234.56, 0.1) == "total_paid 1235 → raises risk"
+    assert reason_text("tickets", 3, 0.1) == "tickets 3 → raises risk"
 
 
 def test_the_scored_file_carries_three_reasons_and_the_report_counts_them():
@@ -166,7 +170,7 @@ def test_the_scored_file_carries_three_reasons_and_the_report_counts_them():
 def test_the_texts_match_each_rows_own_value_and_sign_missing_values_included():
     """Texts are built once per distinct (value, direction) and picked per row: each row
     still reads its own value, "missing" for a null, and the verb of its own sign."""
-    from churn.reasons import Explainer, reason_texts
+    from churn.reasons import Explainer, first_reason_names, reason_texts
 
     frame = pd.DataFrame({"fee": [19.99, np.nan, 19.99, 5.0], "plan": ["a", None, "b", "a"]})
     contributions = np.array([[0.5, 0.1], [-0.4, 0.2], [-0.1, 0.3], [0.0, 0.0]])
@@ -177,7 +181,9 @@ def test_the_texts_match_each_rows_own_value_and_sign_missing_values_included():
                                  "plan b → raises risk", ""]  # fmt: skip
     assert texts[1].tolist() == ["plan a → raises risk", "plan missing → raises risk",
                                  "fee 19.99 → lowers risk", ""]  # fmt: skip
-    assert first.tolist() == ["fee raises risk", "fee lowers risk", "plan raises risk", ""]
+    names = first_reason_names(explainer.columns)
+    assert [names[c] if c >= 0 else "" for c in first] == [
+        "fee raises risk", "fee lowers risk", "plan raises risk", ""]  # fmt: skip
 
 
 def test_top_columns_are_a_stable_sort_by_size():
