@@ -323,8 +323,8 @@ def run(
     as_of, path = scored_month(scored_dir, as_of)
     scoring = read_json(reports_dir / "scoring.json")
     if scoring.get("as_of") != as_of or not scoring.get("champion"):
-        raise ChurnError(f"reports/scoring.json is for {scoring.get('as_of')}, not {as_of}: "
-                         "run `churn score` for the month first")  # fmt: skip
+        raise ChurnError(f"{reports_dir / 'scoring.json'} is for {scoring.get('as_of')}, not "
+                         f"{as_of}: run `churn score` for the month first")  # fmt: skip
     scored = pd.read_parquet(path)
     if "control" not in scored.columns:
         raise ChurnError(f"{path}: no `control` column (scored before control groups); "

@@ -187,3 +187,39 @@ def test_the_offer_effect_does_not_change_the_generated_snapshots():
 
     for a, b in zip(frames(0.0), frames(0.9), strict=True):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_churn_campaign_says_what_is_missing_before_measuring(tmp_path):
+    """No outcomes yet for the scored month, a scoring report of another month, a scored
+    file from before control groups: each a one-line error naming the file, nothing
+    written to the ledger."""
+    from churn.params import Params
+
+    raw, scored_dir, reports = tmp_path / "raw", tmp_path / "scored", tmp_path / "reports"
+    for folder in (raw / "2024-06-30", scored_dir, reports):
+        folder.mkdir(parents=True)
+    (raw / "manifest.json").write_text(json.dumps({"source": "synthetic",
+                                                   "snapshots": ["2024-06-30"]}))  # fmt: skip
+    table = pd.DataFrame({"user_id": ["SF-0000001", "SF-0000002"], "churn": [True, True],
+                          "control": [False, True]})  # fmt: skip
+    table.to_parquet(scored_dir / "2024-06-30.parquet")
+    scoring = {"as_of": "2024-06-30", "champion": {"version": "1"}, "threshold": 0.3}
+    (reports / "scoring.json").write_text(json.dumps(scoring))
+
+    def run() -> None:
+        campaign.run(Params(), raw_dir=raw, scored_dir=scored_dir, reports_dir=reports,
+                     root=tmp_path / "campaigns")  # fmt: skip
+
+    with pytest.raises(ChurnError, match="no outcomes for 2024-06-30 yet") as caught:
+        run()
+    assert "labels.parquet" in str(caught.value)
+    pd.DataFrame({"user_id": ["SF-0000001", "SF-0000002"], "churn_label": [True, False]}) \
+        .to_parquet(raw / "2024-06-30" / "labels.parquet")  # fmt: skip
+    (reports / "scoring.json").write_text(json.dumps({**scoring, "as_of": "2024-05-31"}))
+    with pytest.raises(ChurnError, match=r"scoring\.json is for 2024-05-31, not 2024-06-30"):
+        run()
+    (reports / "scoring.json").write_text(json.dumps(scoring))
+    table.drop(columns="control").to_parquet(scored_dir / "2024-06-30.parquet")
+    with pytest.raises(ChurnError, match="no `control` column"):
+        run()
+    assert not (tmp_path / "campaigns").exists()
