@@ -321,6 +321,7 @@ def run(
     if champion is not None and champion["sha256"] == candidate.sha256:
         log.info("candidate %s… is already the champion (version %s)",
                  candidate.sha256[:12], champion["version"])  # fmt: skip
+        stale = unserved_threshold(candidate, champion)
         if mode == "apply":
             _restore(params, candidate, champion, models_dir, registry_dir)
             registry.publish_online(prepared_dir, registry_dir)
@@ -330,6 +331,9 @@ def run(
             "decision": "already_champion",
             "candidate": {"sha256": candidate.sha256},
         }
+        if stale is not None:
+            log.warning("%s", stale["why"])
+            report = {**report, "threshold_not_served": stale}
         write_report(report, reports_dir)
         write_served(registry_dir, reports_dir)
         return report
@@ -365,6 +369,24 @@ def run(
     registry.publish_online(prepared_dir, registry_dir)
     write_served(registry_dir, reports_dir)
     return report
+
+
+def unserved_threshold(candidate: Candidate, champion: dict) -> dict | None:
+    """When the candidate is the champion's model with another threshold (train.threshold
+    or the decision params changed, e.g. a measured save rate): the champion keeps serving
+    the threshold it was promoted with (its version's contract), said instead of silent.
+    None when they agree or the champion's contract is not here to compare."""
+    path = registry.contract_file(champion)
+    if not path.exists():
+        return None
+    served, chosen = float(read_json(path)["threshold"]), float(candidate.contract["threshold"])
+    if served == chosen:
+        return None
+    return {"served": served, "candidate": chosen,
+            "why": f"the candidate is version {champion['version']}'s model with threshold "
+                   f"{chosen:g} (models/feature_contract.json); version {champion['version']} "
+                   f"keeps serving its promoted threshold {served:g}: a new threshold reaches "
+                   "the API and the call list with the next promoted model version"}  # fmt: skip
 
 
 def _compile_for_serving(candidate: Candidate, prepared_dir: Path) -> str | None:

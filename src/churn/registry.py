@@ -234,10 +234,21 @@ def store_path(sha256: str) -> Path:
 
 
 def store_artifacts(model_path: Path, contract_path: Path) -> Path:
-    """Copy the model and its contract into mlflow/models/<sha256>/; return the model path."""
+    """Copy the model and its contract into mlflow/models/<sha256>/; return the model path.
+
+    The contract is copied again each time (a newer code may add fields), but a stored
+    model keeps the threshold it was promoted with: a threshold is part of a version's
+    decision, like the MLflow run's logged contract that alias-mode replicas read, and a
+    new one reaches serving only with a new version (promote says so)."""
     sha = sha256_file(model_path)
     target = store_path(sha)
-    atomic_copy(contract_path, target.parent / CONTRACT_FILE)  # a newer code may add fields
+    stored = target.parent / CONTRACT_FILE
+    contract = json.loads(Path(contract_path).read_text())
+    kept = json.loads(stored.read_text()).get("threshold") if stored.exists() else None
+    if kept is not None and kept != contract.get("threshold"):
+        atomic_write_text(stored, json.dumps({**contract, "threshold": kept}, indent=2) + "\n")
+    else:
+        atomic_copy(contract_path, stored)
     if not (target.exists() and sha256_file(target) == sha):
         atomic_copy(model_path, target)
     return target
