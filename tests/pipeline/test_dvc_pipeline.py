@@ -129,6 +129,32 @@ def test_a_failed_stage_does_not_take_serving_down(repo, monkeypatch):
     assert ran_stages(dvc(repo, "repro")) == []
 
 
+def test_a_new_threshold_for_the_champions_own_model_is_reported_not_served(repo):
+    """train.threshold (or a measured save rate) changes the threshold train writes in
+    models/feature_contract.json but not the model: promote finds the champion's model
+    again, keeps the version's promoted threshold in the stored contract (serving and score
+    read it) and says so in promotion.json instead of staying silent. (While the
+    workspace's model is still the champion's; the repo is put back afterwards.)"""
+    scoring = json.loads((repo / "reports/scoring.json").read_text())
+    written = repo / "models/feature_contract.json"
+    written.write_text(json.dumps({**json.loads(written.read_text()), "threshold": 0.61}))
+    sh(repo, str(BIN / "churn"), "promote")
+    report = json.loads((repo / "reports/promotion.json").read_text())
+    assert report["threshold_not_served"]["candidate"] == 0.61
+    assert report["threshold_not_served"]["served"] == scoring["threshold"] != 0.61
+    assert "keeps serving its promoted threshold" in report["threshold_not_served"]["why"]
+    # the stored contract, which `churn serve` and `churn score` read, keeps the version's
+    # promoted threshold (it used to be overwritten with the candidate's, silently)
+    stored = json.loads((repo / CHAMPION_JSON).read_text())["contract_path"]
+    assert json.loads((repo / stored).read_text())["threshold"] == scoring["threshold"]
+    sh(repo, str(BIN / "churn"), "score")
+    assert json.loads((repo / "reports/scoring.json").read_text())["threshold"] == scoring[
+        "threshold"]  # fmt: skip
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")  # the edited contract back from DVC's cache
+    assert ran_stages(dvc(repo, "repro")) == []
+
+
 def test_train_param_reruns_only_train_and_evaluate_and_metrics_diff(repo):
     set_param(repo, "train.hist_gb.max_iter", 20)
     ran = ran_stages(dvc(repo, "repro"))
@@ -232,24 +258,3 @@ def test_churn_campaign_measures_called_vs_control_and_feeds_only_decide(repo):
     assert "contacts.csv" in refused.stderr and "user_id" in refused.stderr
     assert "nobody-42" in refused.stderr
     assert json.loads((repo / "campaigns/streamflow-churn.json").read_text()) == ledger
-
-
-def test_a_new_threshold_for_the_champions_own_model_is_reported_not_served(repo):
-    """train.threshold (or a measured save rate) changes the threshold but not the model:
-    promote finds the champion's model again, and promotion.json says the champion keeps
-    serving its promoted threshold rather than staying silent about it."""
-    scoring = json.loads((repo / "reports/scoring.json").read_text())
-    set_param(repo, "train.threshold", 0.61)
-    ran = ran_stages(dvc(repo, "repro"))
-    assert ran == ["train", "evaluate", "promote"], ran  # the same model: no drift, no score
-    report = json.loads((repo / "reports/promotion.json").read_text())
-    assert report["threshold_not_served"]["candidate"] == 0.61
-    assert report["threshold_not_served"]["served"] == scoring["threshold"] != 0.61
-    assert "keeps serving its promoted threshold" in report["threshold_not_served"]["why"]
-    # the stored contract, which `churn serve` and `churn score` read, keeps the version's
-    # promoted threshold (it used to be overwritten with the candidate's, silently)
-    stored = json.loads((repo / CHAMPION_JSON).read_text())["contract_path"]
-    assert json.loads((repo / stored).read_text())["threshold"] == scoring["threshold"]
-    sh(repo, str(BIN / "churn"), "score")
-    assert json.loads((repo / "reports/scoring.json").read_text())["threshold"] == scoring[
-        "threshold"]  # fmt: skip
