@@ -225,14 +225,12 @@ def decide(
 # --- one month's campaign ----------------------------------------------------------------
 
 
-def month_labels(raw_dir: Path, as_of: str) -> pd.Series:
-    """The month's churn labels by user id, from the ingested snapshot."""
+def require_outcomes(raw_dir: Path, as_of: str) -> None:
+    """The month's labels must be ingested before its campaign can be measured."""
     path = raw_dir / as_of / f"{LABEL_TABLE}.parquet"
     if not path.exists():
         raise ChurnError(f"{path}: no outcomes for {as_of} yet; measure the campaign once the "
                          "month's labels are ingested (`dvc repro`)")  # fmt: skip
-    frame = pd.read_parquet(path, columns=[ID, LABEL])
-    return frame.set_index(ID)[LABEL].astype(bool)
 
 
 def read_contacts(path: Path, id_column: str, known: pd.Index) -> np.ndarray:
@@ -256,20 +254,20 @@ def read_contacts(path: Path, id_column: str, known: pd.Index) -> np.ndarray:
 
 def month_campaign(
     scored: pd.DataFrame,
-    id_column: str,
-    churned: pd.Series,
+    month: pd.DataFrame,
     params: Params,
     as_of: str,
     contacts: np.ndarray | None = None,
     simulate: bool = False,
-    values: np.ndarray | None = None,
 ) -> dict:
     """Measure one scored month: `scored` has the id, `churn` (over the threshold) and
-    `control` columns; `churned` the month's labels by id."""
+    `control` columns; `month` is the month's snapshot (features and labels by id), which
+    gives the outcomes and what keeping each user is worth."""
     from churn.synthetic import offer_outcome
 
-    ids = scored[id_column].to_numpy()
-    y = churned.reindex(ids)
+    ids = scored[ID].to_numpy()
+    month = month.set_index(ID).reindex(ids)
+    y = month[LABEL]
     labelled = y.notna().to_numpy()
     control = scored["control"].to_numpy(bool)
     if contacts is None:
@@ -289,9 +287,9 @@ def month_campaign(
         how = (f"simulated: the call list worked, each contacted churner kept with the "
                f"generator's true offer_effect {synthetic.offer_effect:g}")  # fmt: skip
         out["true_save_rate"] = synthetic.offer_effect
-    values = np.ones(len(ids)) if values is None else values
-    keep = labelled
-    measured = measure(y[keep], contacted[keep], control[keep], values[keep], params.decision)
+    values = customer_values(month, params.decision)
+    measured = measure(y[labelled], contacted[labelled], control[labelled], values[labelled],
+                       params.decision)  # fmt: skip
     unlabelled = int((~labelled & (contacted | control)).sum())
     return {**out, **measured, "contacts": how, "unlabelled_in_groups": unlabelled,
             "control_share": params.decision.control_share}  # fmt: skip
@@ -329,16 +327,17 @@ def run(
     if "control" not in scored.columns:
         raise ChurnError(f"{path}: no `control` column (scored before control groups); "
                          "run `churn score` again")  # fmt: skip
-    id_column = ID
-    labels = month_labels(raw_dir, as_of)
+    require_outcomes(raw_dir, as_of)
     manifest = read_json(raw_dir / MANIFEST)
     mask = None
     if contacts is not None:
-        mask = read_contacts(contacts, id_column, pd.Index(scored[id_column]))
+        mask = read_contacts(contacts, ID, pd.Index(scored[ID]))
     simulate = contacts is None and manifest.get("source") == "synthetic" \
         and params.ingest.source == "synthetic"  # fmt: skip
-    values = campaign_values(raw_dir, manifest, as_of, scored, id_column, params.decision)
-    measured = month_campaign(scored, id_column, labels, params, as_of, mask, simulate, values)
+    from churn.prepare import load_snapshot  # here: `churn decide` needs none of it
+
+    month = load_snapshot(raw_dir, manifest, as_of)
+    measured = month_campaign(scored, month, params, as_of, mask, simulate)
     measured["champion"] = scoring["champion"]
     measured["threshold"] = scoring["threshold"]
     lineage = params.promote.model_name
@@ -347,16 +346,6 @@ def run(
     write_outputs(report, reports_dir)
     say(measured)
     return report
-
-
-def campaign_values(raw_dir: Path, manifest: dict, as_of: str, scored: pd.DataFrame,
-                    id_column: str, p: DecisionParams) -> np.ndarray:  # fmt: skip
-    """What keeping each scored user is worth (decision.fee_column of the month)."""
-    from churn.prepare import load_snapshot
-
-    features = load_snapshot(raw_dir, manifest, as_of).set_index(id_column)
-    frame = features.reindex(scored[id_column].to_numpy())
-    return customer_values(frame, p)
 
 
 def say(m: dict) -> None:

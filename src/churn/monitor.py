@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from churn import campaign, modelfile, registry
-from churn.decision import control_draw, customer_values, with_rate
+from churn.decision import control_draw, with_rate
 from churn.drift import drift_report
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR
@@ -209,14 +209,10 @@ def simulated_campaign(champion: dict, as_of: str, params: Params, raw_dir: Path
     params = with_rate(params, rate)
     model = modelfile.load(registry.verified_artifact(champion))
     contract = read_json(registry.contract_file(champion))
-    draw = control_draw(frame[ID], as_of, params.random_state,
-                                 params.decision.control_share)  # fmt: skip
+    draw = control_draw(frame[ID], as_of, params.random_state, params.decision.control_share)
     scored = score_users(model, contract, frame, ID, params.decision, reasons=False,
                          control_draw=draw).table  # fmt: skip
-    values = customer_values(frame.set_index(ID).reindex(scored[ID]), params.decision)
-    labels = frame.set_index(ID)[LABEL].astype(bool)
-    measured = campaign.month_campaign(scored, ID, labels, params, as_of, simulate=True,
-                                       values=values)  # fmt: skip
+    measured = campaign.month_campaign(scored, frame, params, as_of, simulate=True)
     measured["champion"] = {
         "model_name": params.promote.model_name,
         "version": str(champion["version"]),

@@ -54,7 +54,7 @@ def score_users(
     control_draw: np.ndarray | None = None,
 ) -> Scored:
     """Pure: every user's calibrated probability, decision, expected value and top three
-    reasons (churn.reasons), ranked. `control_draw` (churn.campaign.control_draw) marks
+    reasons (churn.reasons), ranked. `control_draw` (churn.decision.control_draw) marks
     who of the users over the threshold is the control group: not in the call list."""
     names = feature_names({"features": contract["features"]})
     lacking = [n for n in names if n not in online.columns]
