@@ -53,6 +53,17 @@ class CompiledModel:
         cat = frame[list(self.categorical)].to_numpy(dtype=object)
         return num, cat
 
+    def encode_tuples(self, rows: list[tuple], columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows as tuples in `columns` order (a database's answer) -> the same matrices as
+        `encode` of their frame, without pandas (~1 ms a request saved)."""
+        at = {name: i for i, name in enumerate(columns)}
+        numeric = [at[n] for n in self.numeric]
+        num = np.array([[row[i] for i in numeric] for row in rows], dtype="float64")  # None: NaN
+        cat = np.empty((len(rows), len(self.categorical)), dtype=object)
+        for j, name in enumerate(self.categorical):
+            cat[:, j] = [row[at[name]] for row in rows]
+        return num.reshape(len(rows), len(numeric)), cat
+
     def encode_record(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """One validated record -> the same matrices as `encode` of its one-row frame,
         without pandas (a DataFrame and its column selection cost ~0.5 ms a request)."""

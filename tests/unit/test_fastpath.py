@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from churn.fastpath import (
@@ -35,6 +36,15 @@ def test_fast_path_scores_equal_the_pipeline_bit_for_bit(model, calibration):
     assert np.array_equal(compiled.predict_encoded(*compiled.encode(x)), slow)
     one = x.iloc[[7]]
     assert compiled.predict_encoded(*compiled.encode(one))[0] == slow[7]
+    # rows as a database returns them (NULL: None; the online store in PostgreSQL)
+    numeric = set(compiled.numeric)
+    rows = [
+        tuple(None if c in numeric and pd.isna(v) else v for c, v in zip(x.columns, r, strict=True))
+        for r in x.itertuples(index=False, name=None)
+    ]
+    assert any(v is None for r in rows for v in r)
+    assert np.array_equal(compiled.predict_encoded(*compiled.encode_tuples(rows, list(x.columns))),
+                          slow)  # fmt: skip
 
 
 def _fitted(model, calibration, seed=5):
