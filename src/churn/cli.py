@@ -258,6 +258,46 @@ def score(
 
 @app.command()
 @stage
+def publish(
+    params: ParamsOpt = Path("params.yaml"),
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            help="an online table (parquet with user_id) to publish instead of "
+            "data/prepared's (a backfill, a load test)",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="its snapshot date (default: prepare's)")
+    ] = None,
+) -> None:
+    """Load the online features into PostgreSQL for the lineage (CHURN_ONLINE_DSN).
+
+    `dvc repro` does this in promote when `serve.online_store: postgres`; this command
+    loads a table by hand. Replicas with CHURN_ONLINE_STORE=postgres follow on their next
+    reload (POST /admin/reload or CHURN_POLL_SECONDS)."""
+    import json
+
+    from churn import online, registry
+    from churn.params import load_params
+    from churn.prepare import PREPARED_DIR
+
+    lineage = registry.lineage_dir(load_params(params).promote.model_name).name
+    spec_path = PREPARED_DIR / "features.json"
+    if features is None:
+        features = PREPARED_DIR / registry.ONLINE_FILES[0]
+        if as_of is None and spec_path.exists():
+            as_of = json.loads(spec_path.read_text()).get("online_as_of")
+    if not features.is_file():
+        raise ChurnError(f"{features}: no such file (run `dvc repro` or pass --features)")
+    published = online.publish_postgres(features, lineage, as_of,
+                                        online.dsn_from_env("churn publish"))  # fmt: skip
+    typer.echo(json.dumps(published, indent=2))
+
+
+@app.command()
+@stage
 def campaign(
     params: ParamsOpt = Path("params.yaml"),
     as_of: Annotated[
@@ -611,13 +651,15 @@ def team_up(
 ) -> None:
     """Start PostgreSQL and `mlflow server` (proxied artifacts); print the tracking URI.
 
-    Progress goes to stderr, the `export MLFLOW_TRACKING_URI=...` line to stdout, so
-    `eval "$(churn team up)"` points this shell at the server.
+    Progress goes to stderr, the `export MLFLOW_TRACKING_URI=...` and `export
+    CHURN_ONLINE_DSN=...` lines to stdout, so `eval "$(churn team up)"` points this shell
+    at the server and at the online store (`serve.online_store: postgres`).
     """
     from churn import team
 
     started = team.up(team_dir, host, port, pg_port, timeout)
     typer.echo(f"export MLFLOW_TRACKING_URI={started.uri}")
+    typer.echo(f"export CHURN_ONLINE_DSN={started.online_dsn}")
 
 
 @team_app.command("down")

@@ -257,6 +257,15 @@ class PromoteParams(_Frozen):
     )
 
 
+class ServeParams(_Frozen):
+    online_store: Literal["file", "postgres"] = Field(
+        "file",
+        description="where replicas read the online features: file (each holds the table in "
+        "memory) or postgres (promote loads a versioned table into CHURN_ONLINE_DSN; replicas "
+        "look users up by id)",
+    )
+
+
 class MlflowParams(_Frozen):
     experiment: str = Field("streamflow-churn", description="MLflow experiment of the runs")
 
@@ -302,6 +311,7 @@ class Params(_Frozen):
     drift: DriftParams = DriftParams()
     promote: PromoteParams = PromoteParams()
     score: ScoreParams = ScoreParams()
+    serve: ServeParams = ServeParams()
     mlflow: MlflowParams = MlflowParams()
     gate: GateParams = GateParams()
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn import fastpath, modelfile, registry, tracking
+from churn import fastpath, modelfile, online, registry, tracking
 from churn.errors import ChurnError
 from churn.evaluate import (
     REPORTS_DIR,
@@ -323,6 +323,7 @@ def run(
                  candidate.sha256[:12], champion["version"])  # fmt: skip
         stale = unserved_threshold(candidate, champion)
         if mode == "apply":
+            publish_store(params, prepared_dir, registry_dir)
             _restore(params, candidate, champion, models_dir, registry_dir)
             registry.publish_online(prepared_dir, registry_dir)
             _compile_for_serving(candidate, prepared_dir)
@@ -365,10 +366,23 @@ def run(
         log.info("%s: registry and aliases left untouched", mode.replace("_", " "))
         write_served(registry_dir, reports_dir)
         return report
+    publish_store(params, prepared_dir, registry_dir)  # first: a failure moves no champion
     _apply(params, candidate, champion, report, latency, models_dir, registry_dir, prepared_dir)
     registry.publish_online(prepared_dir, registry_dir)
     write_served(registry_dir, reports_dir)
     return report
+
+
+def publish_store(params: Params, prepared_dir: Path, registry_dir: Path) -> dict | None:
+    """With serve.online_store: postgres, load this month's online table into the lineage's
+    versioned table in CHURN_ONLINE_DSN (churn.online); None for the file store, which
+    registry.publish_online serves."""
+    if params.serve.online_store != "postgres":
+        return None
+    dsn = online.dsn_from_env("serve.online_store: postgres")
+    spec = read_json(prepared_dir / "features.json")
+    return online.publish_postgres(prepared_dir / registry.ONLINE_FILES[0], registry_dir.name,
+                                   spec.get("online_as_of"), dsn)  # fmt: skip
 
 
 def unserved_threshold(candidate: Candidate, champion: dict) -> dict | None:

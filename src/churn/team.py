@@ -38,6 +38,7 @@ log = logging.getLogger("churn.team")
 TEAM_DIR = Path(".team")
 STATE_FILE = "team.json"
 DATABASE = "mlflow"
+ONLINE_DATABASE = "online"  # the online feature tables (serve.online_store: postgres)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class Team:
     @property
     def backend_uri(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/{DATABASE}"
+
+    @property
+    def online_dsn(self) -> str:
+        """CHURN_ONLINE_DSN of the team's online store (churn.online)."""
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{ONLINE_DATABASE}"
 
 
 def pg_command(name: str) -> str:
@@ -179,13 +185,14 @@ def up(team_dir: Path = TEAM_DIR, host: str = "127.0.0.1", port: int = 5000,
     _run(as_postgres([pg_command("pg_ctl"), "-D", str(pg_data), "-l", str(pg_data / "server.log"),
                       "-o", options, "-w", "-t", "60", "start"]), "pg_ctl start")  # fmt: skip
     psql = ["psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres", "-tA"]
-    exists = _run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-                  "psql")  # fmt: skip
-    if exists.strip() != "1":
-        log.info("[3/4] creating database %s", DATABASE)
-        _run([*psql, "-c", f"CREATE DATABASE {DATABASE}"], "CREATE DATABASE")
-    else:
-        log.info("[3/4] database %s exists", DATABASE)
+    for database in (DATABASE, ONLINE_DATABASE):
+        exists = _run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
+                      "psql")  # fmt: skip
+        if exists.strip() != "1":
+            log.info("[3/4] creating database %s", database)
+            _run([*psql, "-c", f"CREATE DATABASE {database}"], "CREATE DATABASE")
+        else:
+            log.info("[3/4] database %s exists", database)
     artifacts = team_dir / "artifacts"
     artifacts.mkdir(exist_ok=True)
     server_log = team_dir / "mlflow.log"

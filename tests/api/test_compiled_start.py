@@ -27,8 +27,8 @@ from churn.serving.loading import load_bundle
 from churn.serving.settings import Settings
 bundle = load_bundle(Settings())
 served = bundle.champion
-row = bundle.row_of[sys.argv[1]]
-score = float(served.compiled.predict_transformed(served.transformed[row : row + 1])[0])
+rows = served.rows(bundle.online.find([sys.argv[1]]))
+score = float(served.compiled.predict_transformed(rows)[0])
 print(json.dumps({"sklearn": "sklearn" in sys.modules, "scipy": "scipy" in sys.modules,
                   "source": served.runtime["source"], "score": score}))
 """

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("serving version %s (sha256 %s…), %d online users",
                      app.state.bundle.champion.version,
                      app.state.bundle.champion.entry["sha256"][:12],
-                     len(app.state.bundle.row_of))  # fmt: skip
+                     app.state.bundle.online.n_users)  # fmt: skip
         except ChurnError as exc:
             app.state.not_ready = str(exc)
             log.error("not ready: %s", exc)
@@ -231,8 +231,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         out["decided_in_run"] = e.get("run_id")
         out["champion_from"] = settings.champion_from
         out["runtime"] = bundle.champion.runtime
-        out["online_as_of"] = bundle.online_as_of
-        out["n_online_users"] = len(bundle.row_of)
+        out["online_as_of"] = bundle.online.as_of
+        out["n_online_users"] = bundle.online.n_users
+        out["online_store"] = bundle.online.describe()
         out["features"] = [f["name"] for f in bundle.champion.contract["features"]]
         out["challenger"] = None
         if bundle.challenger is not None:
@@ -246,10 +247,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     async def features(user_id: str, request: Request) -> dict[str, Any]:
         """The online features of one user."""
         bundle = _bundle(request)
-        row = bundle.row_of.get(user_id)
-        if row is None:
+        found = bundle.online.find([user_id])
+        if not found.ids:
             raise HTTPException(404, detail=f"no online features for user_id {user_id!r}")
-        record = bundle.online.iloc[row].to_dict()
+        record = found.frame().iloc[0].to_dict()
         return {k: (None if isinstance(v, float) and math.isnan(v) else v)
                 for k, v in record.items()}  # fmt: skip
 
@@ -262,8 +263,8 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         with `explain=true`, the `top` reasons (exact contributions per column)."""
         bundle = _bundle(request)
         if body.user_id is not None:
-            row = bundle.row_of.get(body.user_id)
-            if row is None:
+            found = bundle.online.find([body.user_id])
+            if not found.ids:
                 names = [f["name"] for f in bundle.champion.contract["features"]]
                 return JSONResponse(  # type: ignore[return-value]
                     {"detail": f"no online features for user_id {body.user_id!r}; "
@@ -273,10 +274,11 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             served = _route_model(bundle, body.user_id, settings)
 
             def rows_of(s: Served) -> np.ndarray:
-                return s.transformed[row : row + 1]
+                return s.rows(found)
 
             def values() -> list[list[Any]]:
-                return [bundle.online.iloc[row][list(served.explainer.columns)].tolist()]
+                columns = list(served.explainer.columns)
+                return found.frame()[columns].to_numpy(dtype=object).tolist()
 
         else:
             served = bundle.champion
@@ -314,15 +316,15 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         served = bundle.champion
         unknown: list[str] = []
         if body.user_ids is not None:
-            rows = [bundle.row_of.get(uid) for uid in body.user_ids]
-            unknown = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is None]
-            ids = [uid for uid, r in zip(body.user_ids, rows, strict=True) if r is not None]
-            index = np.array([r for r in rows if r is not None], dtype=int)
-            transformed = served.transformed[index]
+            found = bundle.online.find(body.user_ids)
+            ids, unknown = found.ids, found.unknown
+            transformed = np.zeros((0, int(served.compiled.support.sum())))
+            if ids:
+                transformed = served.rows(found)
 
             def values() -> list[list[Any]]:
                 columns = list(served.explainer.columns)
-                return bundle.online.iloc[index][columns].to_numpy(dtype=object).tolist()
+                return found.frame()[columns].to_numpy(dtype=object).tolist()
 
         else:
             records = [validate_record(r, served.contract, ["records", i])

@@ -12,17 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from churn import guarded, modelfile, registry, runtimes
 from churn.errors import ChurnError
-from churn.fastpath import (
-    COMPILED_FILE,
-    CompiledModel,
-    check_sample,
-    compile_pipeline,
-    read_compiled,
-)
+from churn.fastpath import COMPILED_FILE, CompiledModel, compile_pipeline, read_compiled
+from churn.online import Found, MemoryTable, PostgresTable, read_file_table
 from churn.reasons import Explainer, explainer_for
 from churn.serving.settings import Settings
 
@@ -40,8 +34,19 @@ class Served:
     entry: dict[str, Any]
     contract: dict[str, Any]
     compiled: CompiledModel
-    transformed: np.ndarray  # the online table through this model's preprocessing
+    # the file store's whole table through this model's preprocessing (None: postgres,
+    # where each looked-up row is transformed per request)
+    transformed: np.ndarray | None
     runtime: dict[str, Any]  # churn.runtimes.adopt's report: which runtime, and why
+
+    def rows(self, found: Found) -> np.ndarray:
+        """The looked-up users' rows through this model's preprocessing."""
+        if self.transformed is not None and found.index is not None:
+            return self.transformed[found.index]
+        if found.records is not None:
+            encoded = self.compiled.encode_tuples(found.records, found.columns)
+            return self.compiled.transform(*encoded)
+        return self.compiled.transform(*self.compiled.encode(found.frame()))
 
     @property
     def version(self) -> str:
@@ -60,20 +65,21 @@ class Bundle:
 
     champion: Served
     challenger: Served | None
-    row_of: dict[str, int]
-    online: pd.DataFrame
-    online_as_of: str | None
+    online: MemoryTable | PostgresTable
     loaded_at: float = field(default_factory=time.time)
 
 
-def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime: str) -> Served:
+Online = MemoryTable | PostgresTable
+
+
+def _load_model(entry: dict[str, Any], role: str, online: Online, runtime: str) -> Served:
     path = registry.verified_artifact(entry)  # sha256 checked; nothing else is unpickled
     contract_path = registry.contract_file(entry)
     if not guarded.exists(contract_path):
         raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
     contract = guarded.read_json(contract_path)
     names = [f["name"] for f in contract["features"]]
-    missing = [n for n in names if n not in online.columns]
+    missing = [n for n in names if n not in set(online.columns)]
     if missing:
         raise ChurnError(f"online features lack {missing[:5]} required by version "
                          f"{entry['version']}")  # fmt: skip
@@ -87,8 +93,10 @@ def _load_model(entry: dict[str, Any], role: str, online: pd.DataFrame, runtime:
                      "with skops", entry["version"], path.name)  # fmt: skip
     if compiled is None:
         compiled, report = _from_pipeline(path, entry, online, runtime)
-    num, cat = compiled.encode(online)
-    return Served(role, entry, contract, compiled, compiled.transform(num, cat), report)
+    transformed = None
+    if isinstance(online, MemoryTable):
+        transformed = compiled.transform(*compiled.encode(online.table))
+    return Served(role, entry, contract, compiled, transformed, report)
 
 
 def _from_compiled_file(
@@ -110,13 +118,13 @@ def _from_compiled_file(
 
 
 def _from_pipeline(
-    path: Path, entry: dict[str, Any], online: pd.DataFrame, runtime: str
+    path: Path, entry: dict[str, Any], online: Online, runtime: str
 ) -> tuple[CompiledModel, dict[str, Any]]:
     """The compiled request path from the skops Pipeline, checked against it on sample
     rows. (compiled.json is promote's to write: a file serve wrote would not be recorded
     with the champion, so no later start could trust it.)"""
     pipeline = modelfile.load(path)
-    sample = check_sample(online)
+    sample = online.sample()
     compiled = compile_pipeline(pipeline, sample)
     if compiled is None:
         raise ChurnError(f"version {entry['version']}: pipeline shape not supported by fastpath")
@@ -164,9 +172,13 @@ def champion_entry(settings: Settings) -> dict[str, Any]:
     return entry
 
 
-def _online_table(settings: Settings, entry: dict[str, Any]) -> tuple[pd.DataFrame, str | None]:
-    """The online features and their snapshot date: CHURN_FEATURES, else what promote
-    published here (file mode), else the champion's run on the tracking server."""
+def _online_table(settings: Settings, entry: dict[str, Any]) -> Online:
+    """The online features: the lineage's table in PostgreSQL (CHURN_ONLINE_STORE=postgres),
+    else CHURN_FEATURES, else what promote published here (file mode), else the champion's
+    run on the tracking server."""
+    if settings.online_store == "postgres":
+        return PostgresTable(settings.online_dsn, settings.registry_dir.name,
+                             settings.online_cache)  # fmt: skip
     path = settings.features_path
     if path is None and settings.champion_from == "file":
         path = registry.online_dir(settings.registry_dir) / registry.ONLINE_FILES[0]
@@ -178,17 +190,16 @@ def _online_table(settings: Settings, entry: dict[str, Any]) -> tuple[pd.DataFra
         if not path.exists():
             raise ChurnError(f"{path}: online features absent; run `dvc repro` "
                              "(promote publishes them)")  # fmt: skip
-        online = pd.read_parquet(path)
         spec_path = path.parent / "features.json"
         spec = guarded.read_json(spec_path) if guarded.exists(spec_path) else {}
-    return online.drop_duplicates("user_id").reset_index(drop=True), spec.get("online_as_of")
+        return read_file_table(path, spec.get("online_as_of"))
 
 
 def load_bundle(settings: Settings, entry: dict[str, Any] | None = None) -> Bundle:
     """Read the registry (or serve `entry`, what this server's other workers serve) and
     the features; raise ChurnError with the reason when not servable."""
     entry = entry or champion_entry(settings)
-    online, online_as_of = _online_table(settings, entry)
+    online = _online_table(settings, entry)
     champion = _load_model(entry, registry.CHAMPION, online, settings.runtime)
     challenger = None
     if settings.canary_fraction > 0 or settings.shadow:
@@ -198,5 +209,4 @@ def load_bundle(settings: Settings, entry: dict[str, Any] | None = None) -> Bund
                 challenger = _load_model(ch, registry.CHALLENGER, online, settings.runtime)
             except ChurnError as exc:
                 log.warning("challenger not loaded: %s", exc)
-    row_of = {str(uid): i for i, uid in enumerate(online["user_id"])}
-    return Bundle(champion, challenger, row_of, online, online_as_of)
+    return Bundle(champion, challenger, online)

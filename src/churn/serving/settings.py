@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from churn import registry
+from churn import online, registry
 from churn.errors import ChurnError
 from churn.runtimes import RUNTIMES
 
@@ -44,12 +44,23 @@ class Settings:
     # linear models, treelite for trees, each only when it matches the Pipeline within
     # 1e-9 at load), numpy, treelite, onnx, or sklearn (the exact path)
     runtime: str = "auto"
+    # CHURN_ONLINE_STORE (default: params.yaml's serve.online_store, else file): "file" holds
+    # the online table in memory; "postgres" looks users up in the table promote published
+    # to CHURN_ONLINE_DSN (churn.online), keeping CHURN_ONLINE_CACHE rows (LRU)
+    online_store: str = "file"
+    online_dsn: str = ""
+    online_cache: int = online.CACHE_ROWS
 
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
         features = env.get("CHURN_FEATURES")
-        name = env.get("CHURN_MODEL_NAME") or _params_model_name(Path("params.yaml"))
+        serve = _params_section(Path("params.yaml"), "serve")
+        promote = _params_section(Path("params.yaml"), "promote")
+        name = env.get("CHURN_MODEL_NAME") or promote.get("model_name")
+        if not isinstance(name, str):
+            name = registry.DEFAULT_LINEAGE
+        store = env.get("CHURN_ONLINE_STORE") or serve.get("online_store") or "file"
         return cls(
             registry_dir=registry.lineage_dir(
                 name, Path(env.get("CHURN_REGISTRY_DIR", "registry"))
@@ -64,6 +75,9 @@ class Settings:
             run_dir=Path(env["CHURN_RUN_DIR"]) if env.get("CHURN_RUN_DIR") else None,
             champion_from=env.get("CHURN_CHAMPION_FROM", "file"),
             runtime=env.get("CHURN_RUNTIME", "auto"),
+            online_store=str(store),
+            online_dsn=env.get(online.DSN_ENV, ""),
+            online_cache=int(env.get(online.CACHE_ENV, str(online.CACHE_ROWS))),
         )
 
     def __post_init__(self) -> None:
@@ -72,19 +86,26 @@ class Settings:
                              f"{', '.join(CHAMPION_SOURCES)}")  # fmt: skip
         if self.runtime not in RUNTIMES:
             raise ChurnError(f"CHURN_RUNTIME={self.runtime!r}: use one of {', '.join(RUNTIMES)}")
+        if self.online_store not in online.STORES:
+            raise ChurnError(f"CHURN_ONLINE_STORE={self.online_store!r}: use one of "
+                             f"{', '.join(online.STORES)}")  # fmt: skip
+        if self.online_store == "postgres" and not self.online_dsn:
+            online.dsn_from_env("CHURN_ONLINE_STORE=postgres")  # raises, naming the variable
+        if self.online_cache < 0:
+            raise ChurnError(f"{online.CACHE_ENV}={self.online_cache}: rows, at least 0")
 
 
 CHAMPION_SOURCES = ("file", "alias")
 
 
-def _params_model_name(path: Path) -> str:
-    """promote.model_name of the repo state being served (the lineage `dvc repro` promoted)."""
+def _params_section(path: Path, key: str) -> dict:
+    """A section of the served repo state's params.yaml (promote: the lineage `dvc repro`
+    promoted; serve: where its online table lives), {} when absent or unreadable."""
     import yaml
 
     try:
         params = yaml.safe_load(path.read_text()) if path.exists() else None
     except yaml.YAMLError:
         params = None
-    promote = params.get("promote") if isinstance(params, dict) else None
-    name = promote.get("model_name") if isinstance(promote, dict) else None
-    return name if isinstance(name, str) else registry.DEFAULT_LINEAGE
+    section = params.get(key) if isinstance(params, dict) else None
+    return section if isinstance(section, dict) else {}
