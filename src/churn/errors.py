@@ -26,10 +26,16 @@ class DataValidationError(ChurnError):
         self.rule = rule
         self.detail = detail
         self.ids = [str(i) for i in ids][:5]
+        self.id_column = id_column
         message = f"{file}: column '{column}' breaks rule '{rule}': {detail}"
         if self.ids:
             message += f" (e.g. {id_column} {', '.join(self.ids)})"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple:
+        """Rebuilt from its parts when it crosses a process (a dask worker's error)."""
+        return type(self), (self.file, self.column, self.rule, self.detail, self.ids,
+                            self.id_column)  # fmt: skip
 
 
 class RegistryError(ChurnError):

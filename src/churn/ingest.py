@@ -358,6 +358,25 @@ def drop_features(kinds: dict[str, str], p: IngestParams) -> dict[str, str]:
     return {k: v for k, v in kinds.items() if k not in p.snapshots.drop_columns}
 
 
+def _written_snapshots(params: Params, out: Path) -> Iterator[tuple[str, int, Snapshot]]:
+    """Validate each snapshot of the source and write it under out/<as_of>/; yield (as_of,
+    users, the first rows of its typed tables). engine: dask does it in partitions on a
+    cluster (churn.engine), writing each table as a folder of id-range parts."""
+    p = params.ingest
+    if params.engine == "dask":
+        from churn import engine
+
+        yield from engine.ingest_snapshots(p, params.dask, out)
+        return
+    for as_of, tables in SOURCES[p.source](p):
+        users = len(tables[LABEL_TABLE])
+        head = {k: v.head(1000) for k, v in tables.items()}
+        for name in list(tables):  # each table freed once written
+            write_parquet(tables.pop(name), out / as_of / f"{name}.parquet")
+        del tables  # before the source makes the next month
+        yield as_of, users, head
+
+
 def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
     """Validate and write every snapshot into a staging folder; publish it only if all pass.
 
@@ -368,16 +387,13 @@ def run(params: Params, out_dir: Path = RAW_DIR) -> dict:
     n_users: dict[str, int] = {}
     first: Snapshot | None = None
     with staged_dir(out_dir) as tmp:
-        for as_of, tables in SOURCES[p.source](p):
+        for as_of, users, tables in _written_snapshots(params, tmp):
             if as_of in n_users:
                 raise ChurnError(f"{p.path}: two snapshots map to as_of {as_of}")
             dates.append(as_of)
-            n_users[as_of] = len(tables[LABEL_TABLE])
-            first = first if first is not None else {k: v.head(1000) for k, v in tables.items()}
-            for name in list(tables):  # each table freed once written
-                write_parquet(tables.pop(name), tmp / as_of / f"{name}.parquet")
-            log.info("validated snapshot %s (%d users) [%d]", as_of, n_users[as_of], len(dates))
-            del tables  # before the source makes the next month
+            n_users[as_of] = users
+            first = first if first is not None else tables
+            log.info("validated snapshot %s (%d users) [%d]", as_of, users, len(dates))
         if first is None:
             raise ChurnError(f"{p.path}: the source produced no snapshot")
         dates.sort()

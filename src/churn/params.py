@@ -147,10 +147,10 @@ class TrainParams(_Frozen):
     )
     cv_folds: int = Field(5, ge=2, le=20, description="stratified folds (calibration, CV, auto)")
     cv_max_rows: int = Field(
-        50_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
+        50_000, ge=1, description="CV estimates (threshold, auto) on a seeded sample above"
     )
     fit_max_rows: int | None = Field(
-        2_000_000, ge=1000, description="the final fit on a seeded sample above (null: all)"
+        2_000_000, ge=1, description="the final fit on a seeded sample above (null: all)"
     )
     threshold: float | Literal["auto"] = Field(
         "auto", description="churn decision threshold, or auto: the most net value (decision)"
@@ -213,7 +213,7 @@ class DriftParams(_Frozen):
     )
     threshold: float = Field(0.3, gt=0.0, le=1.0, description="drifted-feature share to retrain")
     max_auc_drop: float = Field(0.05, ge=0.0, description="AUC drop on current labels to retrain")
-    max_rows: int = Field(200_000, ge=1000, description="sample each side above this many rows")
+    max_rows: int = Field(200_000, ge=1, description="sample each side above this many rows")
     count_categories: int = Field(
         5, ge=2, description="integer columns with few values: categorical"
     )
@@ -266,6 +266,27 @@ class ServeParams(_Frozen):
     )
 
 
+class DaskParams(_Frozen):
+    """How the dask engine cuts and runs the work (engine: dask)."""
+
+    partition_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="rows per partition of a written table (the output's "
+        "part files follow from it, never from the cluster's size)",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="LocalCluster workers when CHURN_DASK_SCHEDULER is unset (null: one per core)",
+    )
+    memory_limit: str = Field(
+        "auto",
+        description="LocalCluster memory limit per worker, e.g. 3GB (auto: the "
+        "machine's memory shared between the workers)",
+    )
+
+
 class MlflowParams(_Frozen):
     experiment: str = Field("streamflow-churn", description="MLflow experiment of the runs")
 
@@ -303,6 +324,12 @@ class GateParams(_Frozen):
 class Params(_Frozen):
     as_of: IsoDate = Field("2024-01-31", description="training snapshot, a quoted ISO date")
     random_state: int = Field(42, description="split, model and sampling seed")
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="local (pandas/Arrow in this process) or dask (the batch work "
+        "in partitions on a dask cluster: CHURN_DASK_SCHEDULER, or a LocalCluster)",
+    )
+    dask: DaskParams = DaskParams()
     ingest: IngestParams = IngestParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()

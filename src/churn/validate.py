@@ -6,7 +6,7 @@ raises DataValidationError naming the file, the column, the rule and some ids.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,9 @@ TRUE_STRINGS = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 FALSE_STRINGS = frozenset({"false", "0", "0.0", "no", "n", "f"})
 
 
-def _ids(frame: pd.DataFrame, mask: pd.Series | np.ndarray, id_column: str = ID) -> list[str]:
+def offending_ids(
+    frame: pd.DataFrame, mask: pd.Series | np.ndarray, id_column: str = ID
+) -> list[str]:
     """A few real ids of the offending rows (row numbers only when the table has no id)."""
     ids = frame[id_column] if id_column in frame.columns else pd.Series(frame.index)
     return ids[np.asarray(mask)].head(5).astype(str).tolist()
@@ -88,36 +90,42 @@ def read_cell(value: str, kind: str) -> tuple[object, bool]:
     return (float(found) if kind != "category" else found), True
 
 
-def _check_nulls(
-    frame: pd.DataFrame,
+def null_rule(
     file: str,
     col: Column,
-    missing: pd.Series,
+    rate: float,
     default_rate: float,
+    ids: Callable[[], list[str]],
     id_column: str = ID,
 ) -> None:
+    """The max_null_rate rule on a column's missing share; `ids` finds a few offending ids
+    when it fails (the dask engine sums the share over partitions and calls this once)."""
     limit = default_rate if col.max_null_rate is None else col.max_null_rate
-    rate = float(missing.mean()) if len(missing) else 0.0
     if rate > limit:
         raise DataValidationError(
             file,
             col.name,
             "max_null_rate",
             f"{rate:.1%} of values are missing, the limit is {limit:.1%}",
-            _ids(frame, missing, id_column),
+            ids(),
             id_column,
         )
 
 
 def coerce_column(
-    frame: pd.DataFrame, file: str, col: Column, default_null_rate: float, id_column: str = ID
+    frame: pd.DataFrame,
+    file: str,
+    col: Column,
+    default_null_rate: float | None,
+    id_column: str = ID,
 ) -> pd.Series:
-    """Coerce one column to its kind, enforcing dtype, null, range and category rules.
+    """Coerce one column to its kind, enforcing dtype, null, range and category rules
+    (`default_null_rate` None: no null-rate rule here, the caller applies `null_rule`).
 
     Errors name the file, the column, the rule and a few ids from `id_column`."""
 
     def fail(rule: str, detail: str, mask: pd.Series | None = None) -> DataValidationError:
-        ids = [] if mask is None else _ids(frame, mask, id_column)
+        ids = [] if mask is None else offending_ids(frame, mask, id_column)
         return DataValidationError(file, col.name, rule, detail, ids, id_column)
 
     raw = frame[col.name]
@@ -151,7 +159,10 @@ def coerce_column(
     missing = values.isna()
     if kind == "label" and missing.any():
         raise fail("binary_label", "labels must not be missing", missing)
-    _check_nulls(frame, file, col, missing, default_null_rate, id_column)
+    if default_null_rate is not None:
+        rate = float(missing.mean()) if len(missing) else 0.0
+        found = lambda: offending_ids(frame, missing, id_column)  # noqa: E731
+        null_rule(file, col, rate, default_null_rate, found, id_column)
 
     if kind == "id":
         if not all_distinct(values):
@@ -182,7 +193,11 @@ def coerce_column(
 
 
 def validate_table(
-    frame: pd.DataFrame, table: Table, file: str, default_null_rate: float, id_column: str = ID
+    frame: pd.DataFrame,
+    table: Table,
+    file: str,
+    default_null_rate: float | None,
+    id_column: str = ID,
 ) -> pd.DataFrame:
     """Check one table against its schema and return it typed, in schema column order."""
     if len(frame) == 0:

@@ -1,0 +1,266 @@
+"""The dask engine (params `engine: dask`): the batch work in partitions on a dask cluster,
+through the same functions the local engine runs on whole tables.
+
+`CHURN_DASK_SCHEDULER=tcp://host:8786` joins a running cluster (its workers run this
+package from the same pins); without it a stage starts a LocalCluster for its own run
+(`dask.workers`, `dask.memory_limit`). What a stage writes depends on the data and
+`dask.partition_rows`, never on the cluster: its size, a lost worker or the order tasks
+finish in.
+
+ingest (course layout: the synthetic source or snapshot folders whose tables are CSV
+files or parquet files or folders of parquet parts): every partition is validated by
+`validate_table`, except for the null-rate rule, which holds for a whole column: a first
+pass sums the missing cells over the partitions and applies `null_rule` once. A second
+pass validates again, gives every partition the column types of the whole table (a count
+with a missing cell anywhere is float everywhere, as pandas types the whole column), sorts
+each table by user id into the same id ranges (dask's shuffle), checks each range for
+shared ids and `check_same_ids`, and writes range i of each table as
+`data/raw/<as_of>/<table>.parquet/part-<i>.parquet`: the local engine's path as a folder,
+which pyarrow, pandas and the later stages read as one table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+
+from churn import synthetic
+from churn.errors import ChurnError, DataValidationError
+from churn.params import DaskParams, IngestParams
+from churn.schema import COURSE_TABLES, ID, LABEL_TABLE, Table
+from churn.validate import all_distinct, check_same_ids, null_rule, offending_ids, validate_table
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+
+log = logging.getLogger("churn.engine")
+
+SCHEDULER_ENV = "CHURN_DASK_SCHEDULER"
+SAMPLE_PER_PARTITION = 1000  # sorted ids each partition offers for the id ranges
+
+
+def _dask_config() -> None:
+    """Text stays numpy object columns, as the local engine reads it (dask would turn it
+    into pyarrow strings); set in the environment so LocalCluster's workers inherit it."""
+    import dask
+
+    os.environ.setdefault("DASK_DATAFRAME__CONVERT_STRING", "False")
+    dask.config.set({"dataframe.convert-string": False})
+
+
+@contextmanager
+def client(p: DaskParams) -> Iterator[Client]:
+    """A client of the cluster at CHURN_DASK_SCHEDULER, or of a LocalCluster started for
+    this block (one single-threaded worker process per core unless `dask.workers`)."""
+    _dask_config()
+    from distributed import Client, LocalCluster
+
+    # the cluster's own chatter (workers starting, closing) is not the stage's progress
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+    address = os.environ.get(SCHEDULER_ENV, "").strip()
+    if address:
+        log.info("dask: joining the cluster at %s", address)
+        with Client(address, timeout="60s") as joined:
+            yield joined
+        return
+    workers = p.workers or os.cpu_count() or 1
+    log.info("dask: starting a LocalCluster of %d workers (memory limit %s each)", workers,
+             p.memory_limit)  # fmt: skip
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=p.memory_limit,
+            dashboard_address=None,
+        ) as cluster,  # fmt: skip
+        Client(cluster) as local,
+    ):
+        yield local
+
+
+# --- ingest ---------------------------------------------------------------------------
+
+
+def _arrow_type(kind: str, missing: bool) -> pa.DataType:
+    if kind in ("id", "category", "date"):
+        return pa.string()
+    if kind in ("bool", "label"):
+        return pa.bool_()
+    return pa.int64() if kind == "count" and not missing else pa.float64()
+
+
+def _meta(table: Table, has_missing: dict[str, bool]) -> pd.DataFrame:
+    """The empty frame of a typed table: the dtypes `validate_table` gives a whole table."""
+    dtypes = {}
+    for col in table.columns:
+        missing = has_missing[col.name]
+        if col.kind in ("bool", "label"):
+            dtypes[col.name] = "boolean" if missing else bool
+        elif col.kind in ("id", "category", "date"):
+            dtypes[col.name] = object
+        else:
+            dtypes[col.name] = "int64" if col.kind == "count" and not missing else "float64"
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
+
+
+def _partition_stats(frame: pd.DataFrame, table: Table, file: str) -> dict:
+    """Pass 1 on one partition: validated without the null-rate rule; its missing cells per
+    column (with a few of their ids) and a sorted sample of its ids."""
+    if len(frame) == 0:
+        return {"rows": 0, "missing": {}, "examples": {}, "sample": []}
+    frame = frame.reset_index(drop=True)
+    typed = validate_table(frame, table, file, None)
+    missing = typed.isna()
+    counts = {name: int(n) for name, n in missing.sum().items()}
+    ids = typed[ID].sort_values(ignore_index=True)
+    step = max(1, len(ids) // SAMPLE_PER_PARTITION)
+    return {
+        "rows": len(typed),
+        "missing": counts,
+        "examples": {
+            name: offending_ids(frame, missing[name].to_numpy()) for name, n in counts.items() if n
+        },
+        "sample": [*ids.iloc[::step].tolist(), ids.iloc[-1]],
+    }
+
+
+def _settled(frame: pd.DataFrame, table: Table, file: str, meta: pd.DataFrame) -> pd.DataFrame:
+    """Pass 2 on one partition: validated again and given the whole table's dtypes."""
+    if len(frame) == 0:
+        return meta
+    typed = validate_table(frame.reset_index(drop=True), table, file, None)
+    return typed.astype(meta.dtypes.to_dict())
+
+
+def _check_and_write(
+    index: int, ranges: dict[str, pd.DataFrame], files: dict[str, str], folder: Path,
+    metas: dict[str, pd.DataFrame], schemas: dict[str, pa.Schema],
+) -> int:  # fmt: skip
+    """One id range of every table: no id twice, the same ids in each table; written as
+    part `index` of each table's folder. Returns the rows written per table."""
+    frames = {name: part.reset_index() for name, part in ranges.items()}  # user_id first again
+    for name, frame in frames.items():
+        if not all_distinct(frame[ID]):
+            shared = frame[ID].duplicated(keep=False)
+            raise DataValidationError(files[name], ID, "unique_id",
+                                      f"{int(shared.sum())} rows share an id",
+                                      offending_ids(frame, shared))  # fmt: skip
+    check_same_ids(frames, files)
+    for name, frame in frames.items():  # as the local engine's write_parquet, typed alike
+        path = folder / f"{name}.parquet" / f"part-{index:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.astype(metas[name].dtypes.to_dict()).to_parquet(
+            path, index=False, engine="pyarrow", compression="snappy", schema=schemas[name]
+        )
+    return len(frames[LABEL_TABLE])
+
+
+def _read(path: Path, partition_rows: int) -> dd.DataFrame:
+    import dask.dataframe as dd
+
+    try:
+        if path.suffix == ".parquet":
+            return dd.read_parquet(path)
+        # the local engine's read: every cell as text; blocks of about partition_rows rows
+        blocksize = max(1 << 16, partition_rows * 200)
+        return dd.read_csv(path, dtype=str, skipinitialspace=False, blocksize=blocksize)
+    except (OSError, ValueError) as exc:
+        raise DataValidationError(str(path), "*", "readable", str(exc).splitlines()[0]) from None
+
+
+def _source(p: IngestParams, partition_rows: int) -> Iterator[tuple[str, dict, dict[str, str]]]:
+    """(as_of, {table: dask frame of its raw cells}, {table: file named in errors})."""
+    import dask.dataframe as dd
+
+    from churn.ingest import _table_path, snapshot_folders
+
+    if p.source == "synthetic":
+        for as_of, tables in synthetic.generate(p.synthetic):
+            files = {name: f"synthetic:{as_of}/{name}" for name in tables}
+            parts = max(1, math.ceil(len(tables[LABEL_TABLE]) / partition_rows))
+            yield as_of, {name: dd.from_pandas(frame, npartitions=parts, sort=False)
+                          for name, frame in tables.items()}, files  # fmt: skip
+    elif p.source == "snapshots":
+        for as_of, folder in snapshot_folders(Path(p.path), p.snapshots.first_as_of):
+            paths = {t.name: _table_path(folder, t.name) for t in COURSE_TABLES}
+            yield (
+                as_of,
+                {name: _read(path, partition_rows) for name, path in paths.items()},
+                {name: str(path) for name, path in paths.items()},
+            )
+    else:
+        raise ChurnError("engine: dask reads the course layout (ingest.source synthetic or "
+                         "snapshots); ingest.source table runs with engine: local")  # fmt: skip
+
+
+def _id_ranges(stats: dict[str, list[dict]], partition_rows: int) -> tuple[str, ...]:
+    """Division points of the id ranges: about partition_rows users each, from the sorted
+    samples of every partition (the same data gives the same ranges)."""
+    sample = sorted(x for per_table in stats.values() for s in per_table for x in s["sample"])
+    rows = sum(s["rows"] for s in stats[LABEL_TABLE])
+    count = max(1, math.ceil(rows / partition_rows))
+    inner = [sample[len(sample) * k // count] for k in range(1, count)]
+    return tuple(sorted({sample[0], *inner, sample[-1]}))
+
+
+def _global_rules(table: Table, per_partition: list[dict], file: str, null_rate: float) -> dict:
+    """The whole-table rules on pass 1's sums; which columns have a missing cell."""
+    rows = sum(s["rows"] for s in per_partition)
+    if rows == 0:
+        raise DataValidationError(file, "*", "empty_file", "the table has no rows")
+    has_missing = {}
+    for col in table.columns:
+        missing = sum(s["missing"].get(col.name, 0) for s in per_partition)
+        examples = [x for s in per_partition for x in s["examples"].get(col.name, [])]
+        null_rule(file, col, missing / rows, null_rate, lambda e=examples: e[:5])
+        has_missing[col.name] = missing > 0
+    return has_missing
+
+
+def ingest_snapshots(
+    p: IngestParams, dask_params: DaskParams, out_dir: Path
+) -> Iterator[tuple[str, int, dict[str, pd.DataFrame]]]:
+    """Validate and write each snapshot of the source under out_dir/<as_of>/ in id-range
+    parts; yield (as_of, users, {table: its empty typed frame}) as each is written."""
+    import dask
+    from dask import delayed
+
+    with client(dask_params) as cluster:
+        for as_of, raw, files in _source(p, dask_params.partition_rows):
+            tables = [t for t in COURSE_TABLES if t.name in raw]
+            delayed_stats = {t.name: [delayed(_partition_stats)(part, t, files[t.name])
+                                      for part in raw[t.name].to_delayed()]
+                             for t in tables}  # fmt: skip
+            stats = dict(zip(delayed_stats, dask.compute(*delayed_stats.values()), strict=True))
+            missing = {t.name: _global_rules(t, stats[t.name], files[t.name], p.max_null_rate)
+                       for t in tables}  # fmt: skip
+            metas = {t.name: _meta(t, missing[t.name]) for t in tables}
+            schemas = {t.name: pa.schema([(c.name, _arrow_type(c.kind, missing[t.name][c.name]))
+                                          for c in t.columns])
+                       for t in tables}  # fmt: skip
+            divisions = _id_ranges(stats, dask_params.partition_rows)
+            sorted_parts = {}
+            for t in tables:
+                typed = raw[t.name].map_partitions(_settled, t, files[t.name], metas[t.name],
+                                                   meta=metas[t.name])  # fmt: skip
+                by_id = typed.set_index(ID, divisions=list(divisions))
+                sorted_parts[t.name] = by_id.to_delayed()
+            ranges = [{name: parts[i] for name, parts in sorted_parts.items()}
+                      for i in range(len(divisions) - 1)]  # fmt: skip
+            folder = (out_dir / as_of).resolve()  # the workers' cwd is not ours
+            writes = [delayed(_check_and_write)(i, one, files, folder, metas, schemas)
+                      for i, one in enumerate(ranges)]  # fmt: skip
+            users = sum(cluster.gather(cluster.compute(writes)))
+            log.info("dask: snapshot %s: %d users in %d id ranges", as_of, users, len(writes))
+            yield as_of, users, metas
