@@ -48,6 +48,8 @@ HEAVY_FIRST = (
     "tests/integration/test_serving_process.py",  # 145 s
     "tests/pipeline/test_ci_scripts.py",  # 97 s
     "tests/integration/test_online_postgres.py",  # 69 s
+    "tests/integration/test_dask_cluster.py",  # 59 s
+    "tests/pipeline/test_dask_engine.py",  # 40 s
     "tests/pipeline/test_own_data.py",  # 89 s
     "tests/model/test_search.py",  # 72 s
     "tests/integration/test_mlflow_server.py",  # 51 s

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import BIN, dvc, env, make_repo, ran_stages, set_param, sh
+from tests.netns import Topology, netns_refused
 
 PREFIX = f"sf{os.getpid() % 100000}"
 HOSTS = {"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3", "d": "10.77.0.4"}
@@ -36,103 +37,13 @@ TOKEN = "replica-test-token"
 CLIENT = str(Path(__file__).with_name("netns_client.py"))
 NAME = "streamflow-churn"
 
-
-def netns_refused() -> str | None:
-    if shutil.which("ip") is None:
-        return "iproute2's `ip` is not installed"
-    probe = f"{PREFIX}probe"
-    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if result.returncode != 0:
-        return f"`ip netns add` refused: {result.stderr.strip() or result.returncode}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-REFUSED = netns_refused()
+REFUSED = netns_refused(PREFIX)
 if REFUSED:
     print(f"test_team_replicas: skipped: {REFUSED}", file=sys.stderr)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
 ]
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-class Topology:
-    """The namespaces, their processes, and commands run on one host."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.names: list[str] = []
-
-    def ns(self, host: str) -> str:
-        return f"{PREFIX}{host}"
-
-    def build(self) -> None:
-        lb = self.ns("lb")
-        ip("netns", "add", lb)
-        self.names.append(lb)
-        ip("-n", lb, "link", "set", "lo", "up")
-        ip("-n", lb, "link", "add", "br0", "type", "bridge")
-        ip("-n", lb, "addr", "add", f"{LB}/24", "dev", "br0")
-        ip("-n", lb, "link", "set", "br0", "up")
-        for host, address in HOSTS.items():
-            name = self.ns(host)
-            ip("netns", "add", name)
-            self.names.append(name)
-            ip("-n", name, "link", "set", "lo", "up")
-            ip("-n", lb, "link", "add", f"v{host}", "type", "veth", "peer", "name", "eth0",
-               "netns", name)  # fmt: skip
-            ip("-n", lb, "link", "set", f"v{host}", "master", "br0", "up")
-            ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", name, "link", "set", "eth0", "up")
-
-    def command(self, host: str, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(host), *args]
-
-    def run(self, host: str, cwd: Path, *args: str, check: bool = True,
-            extra_env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-        return sh(cwd, *self.command(host, *args), check=check,
-                  extra_env={"MLFLOW_TRACKING_URI": MLFLOW, **(extra_env or {})})  # fmt: skip
-
-    def start(self, key: str, host: str, cwd: Path, *args: str,
-              extra_env: dict | None = None) -> subprocess.Popen:  # fmt: skip
-        with open(self.root / f"{key}.log", "ab") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(self.command(host, *args), cwd=cwd, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**env(), "MLFLOW_TRACKING_URI": MLFLOW,
-                                         **(extra_env or {})})  # fmt: skip
-        self.procs[key] = proc
-        return proc
-
-    def stop(self, key: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(key, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """The client in the test's own namespace (lb)."""
-        return sh(self.root, *self.command("lb", sys.executable, CLIENT, *args), check=check)
-
-    def log(self, key: str) -> str:
-        path = self.root / f"{key}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def teardown(self) -> None:
-        for key in list(self.procs):
-            self.stop(key)
-        for name in self.names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 NGINX_CONF = """
@@ -186,7 +97,7 @@ def records(path: Path) -> list[dict]:
 
 @pytest.fixture()
 def topology(tmp_path):
-    net = Topology(tmp_path)
+    net = Topology(tmp_path, PREFIX, HOSTS, LB, {"MLFLOW_TRACKING_URI": MLFLOW}, CLIENT)
     try:
         net.build()
         yield net

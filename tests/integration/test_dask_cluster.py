@@ -1,0 +1,122 @@
+"""engine: dask on a cluster across hosts: network namespaces joined by a bridge.
+
+  host s   `dask scheduler`
+  host w1  `dask worker` (no nanny: a killed worker stays dead), 1 thread, --memory-limit
+  host w2  the same
+  host c   the client: `dvc repro` with CHURN_DASK_SCHEDULER=tcp://<s>:8786
+
+The repo first runs the pipeline up to train with engine: local. Then engine: dask: `dvc repro`
+on c reruns ingest (its parts change form) and prepare, whose outputs are the local
+engine's bytes, so nothing after them runs (the model is the same). While the dask ingest
+runs, worker w1 is killed with SIGKILL after the first snapshot is written: the scheduler
+gives its work to w2 (dask recomputes what w1 held), the run finishes, and data/ holds no
+half-written folder. The workers run in their own folders: the parts they write land in
+the repo through its absolute path, as on a shared filesystem. Every packet stays inside
+these namespaces. Skipped, with the reason, only where `ip netns` is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import BIN, dvc, make_repo, ran_stages, set_param
+from tests.netns import Topology, netns_refused
+
+PREFIX = f"sd{os.getpid() % 100000}"
+HOSTS = {"s": "10.78.0.1", "w1": "10.78.0.2", "w2": "10.78.0.3", "c": "10.78.0.4"}
+LB = "10.78.0.254"
+SCHEDULER = f"tcp://{HOSTS['s']}:8786"
+
+REFUSED = netns_refused(PREFIX)
+if REFUSED:
+    print(f"test_dask_cluster: skipped: {REFUSED}", file=sys.stderr)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
+]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def lock_outs(repo: Path, stage: str) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    net = Topology(tmp_path, PREFIX, HOSTS, LB)
+    try:
+        net.build()
+        net.start("scheduler", "s", tmp_path, str(BIN / "dask"), "scheduler", "--host",
+                  HOSTS["s"], "--port", "8786", "--no-dashboard")  # fmt: skip
+        for worker in ("w1", "w2"):
+            home = tmp_path / worker
+            home.mkdir()
+            net.start(worker, worker, home, str(BIN / "dask"), "worker", SCHEDULER, "--host",
+                      HOSTS[worker], "--name", worker, "--nthreads", "1", "--memory-limit",
+                      "1GB", "--no-nanny", "--no-dashboard")  # fmt: skip
+        waited = net.run("c", tmp_path, sys.executable, "-c",
+                         "import sys; from distributed import Client; "
+                         "Client(sys.argv[1], timeout=60).wait_for_workers(2, timeout=60)",
+                         SCHEDULER, check=False)  # fmt: skip
+        assert waited.returncode == 0, f"{waited.stderr}\n{net.log('w1')}\n{net.log('w2')}"
+        yield net
+    finally:
+        net.teardown()
+
+
+def test_dvc_repro_on_a_three_host_cluster_survives_a_killed_worker(cluster, tmp_path):
+    (tmp_path / "repo").mkdir()
+    repo = make_repo(tmp_path / "repo", n_users=6000, n_months=3)
+    first = dvc(repo, "repro", "train")  # up to the model: what the engine could change
+    assert ran_stages(first) == ["ingest", "prepare", "decide", "train"]
+    prepared, models = digests(repo / "data/prepared"), digests(repo / "models")
+    local_outs = {s: lock_outs(repo, s) for s in ("prepare", "train")}
+
+    set_param(repo, "engine", "dask")
+    set_param(repo, "dask.partition_rows", 1000)  # six id ranges per table
+    repro = subprocess.Popen(
+        cluster.command("c", str(BIN / "dvc"), "repro", "train"), cwd=repo, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
+             "CHURN_DASK_SCHEDULER": SCHEDULER, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )  # fmt: skip
+    lines, killed_at = [], None
+    deadline = time.monotonic() + 600
+    for line in repro.stdout:
+        lines.append(line)
+        if killed_at is None and "validated snapshot" in line:
+            os.killpg(cluster.procs["w1"].pid, signal.SIGKILL)  # mid-ingest: 2 of 3 to go
+            cluster.procs["w1"].wait()
+            killed_at = len(lines)
+        assert time.monotonic() < deadline, "".join(lines[-40:])
+    output = "".join(lines)
+    assert repro.wait() == 0, output[-6000:]
+    assert killed_at is not None, output[-4000:]
+    after_kill = "".join(lines[killed_at:])
+    assert "validated snapshot" in after_kill and "[3]" in after_kill, output[-4000:]
+    assert cluster.procs["w1"].returncode == -signal.SIGKILL
+    scheduler = (tmp_path / "scheduler.log").read_text()
+    assert any("Remove worker" in x and "name: w1" in x for x in scheduler.splitlines())
+
+    result = subprocess.CompletedProcess([], 0, output, "")
+    assert ran_stages(result) == ["ingest", "prepare"], output[-4000:]  # the rest: unchanged
+    assert "Stage 'train' didn't change" in output
+    assert digests(repo / "data/prepared") == prepared and digests(repo / "models") == models
+    assert {s: lock_outs(repo, s) for s in ("prepare", "train")} == local_outs
+    parts = sorted(p.name for p in (repo / "data/raw/2024-01-31/users.parquet").iterdir())
+    assert parts == [f"part-{i:05d}.parquet" for i in range(6)]
+    assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".")]
