@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import env, sh
 
 
@@ -23,6 +25,15 @@ def netns_refused(prefix: str) -> str | None:
         return f"`ip netns add` refused: {result.stderr.strip() or result.returncode}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def netns_marks(prefix: str, test: str) -> list:
+    """pytestmark of a multi-host test: slow, and skipped (said on stderr too) where
+    `ip netns` is refused."""
+    refused = netns_refused(prefix)
+    if refused:
+        print(f"{test}: skipped: {refused}", file=sys.stderr)
+    return [pytest.mark.slow, pytest.mark.skipif(refused is not None, reason=str(refused))]
 
 
 def ip(*args: str) -> None:

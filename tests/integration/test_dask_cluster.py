@@ -29,20 +29,14 @@ import pytest
 import yaml
 
 from tests.helpers import BIN, dvc, make_repo, ran_stages, set_param
-from tests.netns import Topology, netns_refused
+from tests.netns import Topology, netns_marks
 
 PREFIX = f"sd{os.getpid() % 100000}"
 HOSTS = {"s": "10.78.0.1", "w1": "10.78.0.2", "w2": "10.78.0.3", "c": "10.78.0.4"}
 LB = "10.78.0.254"
 SCHEDULER = f"tcp://{HOSTS['s']}:8786"
 
-REFUSED = netns_refused(PREFIX)
-if REFUSED:
-    print(f"test_dask_cluster: skipped: {REFUSED}", file=sys.stderr)
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
-]
+pytestmark = netns_marks(PREFIX, "test_dask_cluster")
 
 
 def digests(folder: Path) -> dict[str, str]:

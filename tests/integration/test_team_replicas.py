@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import BIN, dvc, env, make_repo, ran_stages, set_param, sh
-from tests.netns import Topology, netns_refused
+from tests.netns import Topology, netns_marks
 
 PREFIX = f"sf{os.getpid() % 100000}"
 HOSTS = {"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3", "d": "10.77.0.4"}
@@ -37,13 +37,7 @@ TOKEN = "replica-test-token"
 CLIENT = str(Path(__file__).with_name("netns_client.py"))
 NAME = "streamflow-churn"
 
-REFUSED = netns_refused(PREFIX)
-if REFUSED:
-    print(f"test_team_replicas: skipped: {REFUSED}", file=sys.stderr)
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(REFUSED is not None, reason=str(REFUSED)),
-]
+pytestmark = netns_marks(PREFIX, "test_team_replicas")
 
 
 NGINX_CONF = """
