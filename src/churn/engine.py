@@ -17,6 +17,11 @@ each table by user id into the same id ranges (dask's shuffle), checks each rang
 shared ids and `check_same_ids`, and writes range i of each table as
 `data/raw/<as_of>/<table>.parquet/part-<i>.parquet`: the local engine's path as a folder,
 which pyarrow, pandas and the later stages read as one table.
+
+prepare: range i of every table is joined on a worker by `join_tables` and `feature_table`
+(no shuffle: ingest cut the tables alike). The split is drawn here by `split_indices` from
+the gathered labels; the split's rows are shuffled into its order, and every file is
+written from the ranges in order through `ParquetStream`: the local engine's bytes.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from churn import synthetic
 from churn.errors import ChurnError, DataValidationError
-from churn.params import DaskParams, IngestParams
-from churn.schema import COURSE_TABLES, ID, LABEL_TABLE, Table
+from churn.params import DaskParams, IngestParams, Params
+from churn.schema import COURSE_TABLES, ID, LABEL, LABEL_TABLE, Table
 from churn.validate import all_distinct, check_same_ids, null_rule, offending_ids, validate_table
 
 if TYPE_CHECKING:
@@ -264,3 +270,126 @@ def ingest_snapshots(
             users = sum(cluster.gather(cluster.compute(writes)))
             log.info("dask: snapshot %s: %d users in %d id ranges", as_of, users, len(writes))
             yield as_of, users, metas
+
+
+# --- prepare --------------------------------------------------------------------------
+
+
+def _id_range_files(folder: Path, names: list[str]) -> list[dict[str, str]]:
+    """Part i of every table: the id ranges ingest wrote (a table that is one file, as the
+    local engine writes it, is one range)."""
+    layouts = {}
+    for name in names:
+        path = folder / f"{name}.parquet"
+        layouts[name] = sorted(path.iterdir()) if path.is_dir() else [path]
+    counts = {name: len(files) for name, files in layouts.items()}
+    if len(set(counts.values())) != 1:
+        raise ChurnError(f"{folder}: the tables are not cut into the same id ranges ({counts} "
+                         "parts); rerun ingest (dvc repro)")  # fmt: skip
+    return [{name: str(files[i].resolve()) for name, files in layouts.items()}
+            for i in range(len(layouts[names[0]]))]  # fmt: skip
+
+
+def _joined_range(files: dict[str, str], kinds: dict[str, str]) -> pa.Table:
+    """One id range of a snapshot, joined and typed by the local engine's functions."""
+    import pyarrow.parquet as pq
+
+    from churn.prepare import feature_table, join_tables
+
+    return feature_table(join_tables({n: pq.read_table(f) for n, f in files.items()}), kinds)
+
+
+def _labels(table: pa.Table) -> np.ndarray:
+    return table[LABEL].to_numpy()
+
+
+def _schema(table: pa.Table) -> pa.Schema:
+    return table.schema
+
+
+def _positioned(table: pa.Table, positions: np.ndarray) -> pd.DataFrame:
+    """The rows of one id range that go into a split, with their row number there."""
+    keep = positions >= 0
+    frame = table.filter(pa.array(keep)).to_pandas(types_mapper=pd.ArrowDtype)
+    frame["_position"] = positions[keep]
+    return frame
+
+
+def _stream(cluster: Client, parts: list, files: dict[Path, list[str]], schema: pa.Schema) -> None:
+    """Write each file from the parts, in order, through ParquetStream: one part at a time
+    in this process, the bytes write_table gives the whole table."""
+    from churn.io import ParquetStream
+
+    streams = {path: ParquetStream(path, schema.empty_table().select(cols).schema)
+               for path, cols in files.items()}  # fmt: skip
+    for future in parts:
+        table = future.result()
+        if isinstance(table, pd.DataFrame):  # a split's range, with the row numbers as index
+            table = pa.Table.from_pandas(table, preserve_index=False).cast(schema)
+        for path, cols in files.items():
+            streams[path].add(table.select(cols))
+        del table, future
+    for stream in streams.values():
+        stream.close()
+
+
+def _write_split(
+    cluster: Client, parts: list, sizes: list[int], rows: np.ndarray, path: Path,
+    schema: pa.Schema, partition_rows: int,
+) -> None:  # fmt: skip
+    """The split's rows in the split's order (`rows`: row numbers of the whole snapshot), as
+    the local engine's table.take(rows) writes them: every range's rows get their row
+    number in the split, a dask shuffle sorts them into ranges of partition_rows, and the
+    ranges are written in order."""
+    import dask.dataframe as dd
+    from dask import delayed
+
+    position = np.full(sum(sizes), -1, dtype="int64")
+    position[rows] = np.arange(len(rows))
+    starts = np.cumsum([0, *sizes])
+    meta = schema.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
+    meta["_position"] = pd.Series(dtype="int64")
+    pieces = [delayed(_positioned)(part, position[starts[i] : starts[i + 1]])
+              for i, part in enumerate(parts)]  # fmt: skip
+    frame = dd.from_delayed(pieces, meta=meta, verify_meta=False)
+    divisions = sorted({*range(0, len(rows), partition_rows), len(rows) - 1})
+    ordered = frame.set_index("_position", divisions=divisions).to_delayed()
+    _stream(cluster, cluster.compute(ordered), {path: schema.names}, schema)
+
+
+def prepare_snapshot(
+    cluster: Client, raw_dir: Path, manifest: dict, as_of: str, wanted: list[str], tmp: Path,
+    params: Params,
+) -> dict:  # fmt: skip
+    """prepare's work on one snapshot on the cluster: each id range joined on a worker, the
+    split drawn here from the gathered labels by the local engine's split_indices, every
+    file written in the local engine's row order and bytes. Returns what write_roles does."""
+    from churn.prepare import outputs_of, split_indices
+
+    folder = raw_dir / as_of
+    names = [n for n in manifest["tables"] if (folder / f"{n}.parquet").exists()]
+    ranges = _id_range_files(folder, names)
+    parts = [cluster.submit(_joined_range, files, manifest["features"], pure=False)
+             for files in ranges]  # fmt: skip
+    schema = cluster.submit(_schema, parts[0]).result()
+    has_labels = LABEL in schema.names
+    written: dict = {}
+    if "reference" in wanted:
+        per_range = cluster.gather([cluster.submit(_labels, part) for part in parts])
+        labels = np.concatenate(per_range)
+        train, test = split_indices(labels, params.prepare.test_size, params.random_state)
+        sizes = [len(x) for x in per_range]
+        for name, rows in (("train", train), ("test", test)):
+            _write_split(cluster, parts, sizes, rows, tmp / f"{name}.parquet", schema,
+                         params.dask.partition_rows)  # fmt: skip
+        written.update(n_train=len(train), n_test=len(test),
+                       train_positive_rate=float(np.mean(labels[train])),
+                       empty=schema.empty_table())  # fmt: skip
+    files = {
+        tmp / name: cols for name, cols in outputs_of(wanted, has_labels, schema.names).items()
+    }
+    _stream(cluster, parts, files, schema)
+    users = sum(cluster.gather([cluster.submit(len, part) for part in parts]))
+    log.info("dask: joined snapshot %s: %d users in %d id ranges (%s)", as_of, users,
+             len(ranges), ", ".join(wanted))  # fmt: skip
+    return written

@@ -79,21 +79,69 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     frame.to_parquet(path, index=False, engine="pyarrow", compression="snappy")
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
-    """Write an Arrow table exactly as `write_parquet` writes the same data as pandas (the
-    pandas metadata included): the bytes, and so DVC's hashes, do not depend on which
-    library built the table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+ROW_GROUP = 1024 * 1024  # pyarrow's default row group: what write_table gives a whole table
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def _like_pandas(table: pa.Table) -> pa.Table:
+    """The table with the pandas metadata `write_parquet` would give the same data."""
+    import pyarrow as pa
+
     plain = table.replace_schema_metadata(None)
     like_pandas = pa.Table.from_pandas(
         plain.slice(0, 1).to_pandas(), schema=plain.schema, preserve_index=False
     )
-    pq.write_table(plain.replace_schema_metadata(like_pandas.schema.metadata), path,
-                   compression="snappy")  # fmt: skip
+    return plain.replace_schema_metadata(like_pandas.schema.metadata)
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table exactly as `write_parquet` writes the same data as pandas (the
+    pandas metadata included): the bytes, and so DVC's hashes, do not depend on which
+    library built the table."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_like_pandas(table), path, compression="snappy")
+
+
+class ParquetStream:
+    """One parquet file from tables added in order, holding at most a row group and a
+    table: the bytes `write_table` gives their concatenation (the same row groups, the same
+    metadata). The dask engine writes a table too large for one process with it."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.writer = None
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += len(table)
+        while self.rows >= ROW_GROUP:
+            self._flush(ROW_GROUP)
+
+    def _flush(self, rows: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        whole = pa.concat_tables(self.pending)
+        group, rest = whole.slice(0, rows), whole.slice(rows)
+        if self.writer is None:  # the metadata of the first rows, as write_table's
+            group = _like_pandas(group)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, group.schema, compression="snappy")
+        self.writer.write_table(group.replace_schema_metadata(self.writer.schema.metadata))
+        self.pending, self.rows = ([rest] if len(rest) else []), len(rest)
+
+    def close(self) -> None:
+        if self.rows:
+            self._flush(self.rows)
+        if self.writer is None:
+            write_table(self.schema.empty_table(), self.path)
+        else:
+            self.writer.close()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,6 +152,56 @@ def load_snapshot(raw_dir: Path, manifest: dict, as_of: str) -> pd.DataFrame:
     return snapshot_table(raw_dir, manifest, as_of).to_pandas()
 
 
+@contextmanager
+def _engine(params: Params) -> Iterator[Any]:
+    """A dask client for engine: dask (churn.engine), else None."""
+    if params.engine != "dask":
+        yield None
+        return
+    from churn import engine
+
+    with engine.client(params.dask) as cluster:
+        yield cluster
+
+
+def _has_labels(raw_dir: Path, manifest: dict, as_of: str) -> bool:
+    return (
+        LABEL_TABLE in manifest["tables"] and (raw_dir / as_of / f"{LABEL_TABLE}.parquet").exists()
+    )
+
+
+def outputs_of(wanted: list[str], has_labels: bool, columns: list[str]) -> dict[str, list[str]]:
+    """The files a snapshot's roles make and their columns (sorted by user id, as joined);
+    train and test, the split, come apart."""
+    files = {}
+    for role in ("reference", "current", "oot"):
+        if role in wanted:
+            files[f"{role}.parquet"] = columns
+    if "online" in wanted:
+        files["online_features.parquet"] = [c for c in columns if c != LABEL]
+        if has_labels:
+            files["online_labels.parquet"] = [ID, LABEL]
+    return files
+
+
+def write_roles(table: pa.Table, wanted: list[str], tmp: Path, params: Params) -> dict:
+    """Write what one joined snapshot is for; return the spec's split counts and, for the
+    training snapshot, the table's empty shape ("empty")."""
+    written: dict = {}
+    if "reference" in wanted:
+        labels = table[LABEL].to_numpy()
+        train, test = split_indices(labels, params.prepare.test_size, params.random_state)
+        write_table(table.take(train), tmp / "train.parquet")
+        write_table(table.take(test), tmp / "test.parquet")
+        written.update(n_train=len(train), n_test=len(test),
+                       train_positive_rate=float(np.mean(labels[train])),
+                       empty=table.slice(0, 0))  # fmt: skip
+    has_labels = LABEL in table.column_names
+    for name, columns in outputs_of(wanted, has_labels, table.column_names).items():
+        write_table(table.select(columns), tmp / name)
+    return written
+
+
 def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -> dict:
     """Write the training split, the test split, the drift pair, the out-of-time month and
     the online month; return the spec (features.json).
@@ -170,33 +222,24 @@ def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -
         if date is not None:
             roles.setdefault(date, []).append(role)
     spec: dict = {}
-    with staged_dir(out_dir) as tmp:
+    empty: pa.Table | None = None  # the shape of the files a month may lack
+    with staged_dir(out_dir) as tmp, _engine(params) as cluster:
         for date, wanted in roles.items():
-            table = snapshot_table(raw_dir, manifest, date)
-            log.info("joined snapshot %s: %d users (%s)", date, len(table), ", ".join(wanted))
-            has_labels = LABEL in table.column_names
-            if "reference" in wanted:
-                if not has_labels:
-                    raise DataValidationError(str(raw_dir / as_of), LABEL, "labels_present",
-                                              "the training snapshot has no labels")  # fmt: skip
-                labels = table[LABEL].to_numpy()
-                train, test = split_indices(labels, params.prepare.test_size, params.random_state)
-                write_table(table.take(train), tmp / "train.parquet")
-                write_table(table.take(test), tmp / "test.parquet")
-                write_table(table, tmp / "reference.parquet")
-                spec.update(n_train=len(train), n_test=len(test),
-                            train_positive_rate=float(np.mean(labels[train])))  # fmt: skip
-                empty = table.slice(0, 0)  # the shape of the files a month may lack
-            if "current" in wanted:
-                write_table(table, tmp / "current.parquet")
-            if "oot" in wanted:
-                write_table(table, tmp / "oot.parquet")
-            if "online" in wanted:
-                features = table.drop_columns([LABEL]) if has_labels else table
-                write_table(features, tmp / "online_features.parquet")
-                if has_labels:
-                    write_table(table.select([ID, LABEL]), tmp / "online_labels.parquet")
-            del table
+            if "reference" in wanted and not _has_labels(raw_dir, manifest, date):
+                raise DataValidationError(str(raw_dir / as_of), LABEL, "labels_present",
+                                          "the training snapshot has no labels")  # fmt: skip
+            if cluster is None:
+                table = snapshot_table(raw_dir, manifest, date)
+                log.info("joined snapshot %s: %d users (%s)", date, len(table), ", ".join(wanted))
+                written = write_roles(table, wanted, tmp, params)
+                del table
+            else:
+                from churn import engine
+
+                written = engine.prepare_snapshot(cluster, raw_dir, manifest, date, wanted, tmp,
+                                                  params)  # fmt: skip
+            empty = written.pop("empty", empty)
+            spec.update(written)
         # always written (no rows when absent), so dvc.yaml can name them as deps
         if not oot_as_of:
             write_table(empty, tmp / "oot.parquet")

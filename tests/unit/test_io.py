@@ -39,3 +39,39 @@ def test_staged_dir_publishes_only_on_success(tmp_path):
         raise RuntimeError("validation failed")
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_a_streamed_table_is_the_bytes_of_the_whole_one(tmp_path, monkeypatch):
+    """ParquetStream cuts the row groups where write_table cuts them (1 000 rows here,
+    1 048 576 in use), whatever the sizes of the pieces it is given."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from churn import io
+
+    monkeypatch.setattr(io, "ROW_GROUP", 1000)
+    n = 3500
+    table = pa.table({
+        "user_id": [f"SF-{i:07d}" for i in range(n)],
+        "x": np.random.default_rng(0).random(n),
+        "plan": pa.array([None if i % 7 == 0 else "DSL" for i in range(n)], pa.string()),
+        "churn_label": np.arange(n) % 3 == 0,
+    })  # fmt: skip
+    pq.write_table(io._like_pandas(table), tmp_path / "whole.parquet", compression="snappy",
+                   row_group_size=1000)  # fmt: skip
+    stream = io.ParquetStream(tmp_path / "streamed.parquet", table.schema)
+    for start in range(0, n, 700):
+        stream.add(table.slice(start, 700))
+    stream.close()
+
+    def digest(name: str) -> str:
+        return hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+
+    assert pq.ParquetFile(tmp_path / "streamed.parquet").metadata.num_row_groups == 4
+    assert digest("streamed.parquet") == digest("whole.parquet")
+    io.ParquetStream(tmp_path / "none.parquet", table.schema).close()
+    io.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    assert digest("none.parquet") == digest("empty.parquet")
