@@ -102,9 +102,12 @@ def _record_stage(name: str, elapsed: float) -> None:
     import resource
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    record = {"stage": name, "wall_s": round(elapsed, 3), "peak_rss_mb": round(peak_mb, 1)}
+    engine = sys.modules.get("churn.engine")  # the stage ran on a dask cluster
+    if engine is not None and engine.worker_peaks_mb:
+        record["worker_peak_rss_mb"] = list(engine.worker_peaks_mb.values())
     with open(target, "a") as fh:
-        fh.write(json.dumps({"stage": name, "wall_s": round(elapsed, 3),
-                             "peak_rss_mb": round(peak_mb, 1)}) + "\n")  # fmt: skip
+        fh.write(json.dumps(record) + "\n")
 
 
 def _version(value: bool) -> None:

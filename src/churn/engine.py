@@ -78,6 +78,7 @@ def client(p: DaskParams) -> Iterator[Client]:
         log.info("dask: joining the cluster at %s", address)
         with Client(address, timeout="60s") as joined:
             yield joined
+            _report_peaks(joined)
         return
     workers = p.workers or os.cpu_count() or 1
     log.info("dask: starting a LocalCluster of %d workers (memory limit %s each)", workers,
@@ -93,6 +94,24 @@ def client(p: DaskParams) -> Iterator[Client]:
         Client(cluster) as local,
     ):
         yield local
+        _report_peaks(local)
+
+
+worker_peaks_mb: dict[str, float] = {}  # the last stage's, for $CHURN_STAGE_LOG (benchmarks)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _report_peaks(cluster: Client) -> None:
+    """Log each worker's peak RSS (a worker process's own, since it started)."""
+    peaks = {str(name): mb for name, mb in sorted(cluster.run(_peak_rss_mb).items())}
+    worker_peaks_mb.clear()
+    worker_peaks_mb.update(peaks)
+    log.info("dask: peak RSS per worker (MB): %s", ", ".join(f"{mb:.0f}" for mb in peaks.values()))
 
 
 # --- ingest ---------------------------------------------------------------------------

@@ -88,3 +88,22 @@ def test_worker_listeners_share_the_port_spread_connections_and_set_nodelay():
     assert len(accepted) == 40
     assert all(nodelay for _, nodelay in accepted)
     assert {which for which, _ in accepted} == {0, 1}  # both workers got connections
+
+
+def test_the_stage_log_carries_the_dask_workers_peaks(tmp_path, monkeypatch):
+    """$CHURN_STAGE_LOG (benchmarks/pipeline): wall time and the stage's peak RSS, and after
+    a stage on a dask cluster every worker's peak as churn.engine reported it."""
+    import json
+
+    from churn import cli, engine
+
+    log = tmp_path / "stages.jsonl"
+    monkeypatch.setenv("CHURN_STAGE_LOG", str(log))
+    monkeypatch.setattr(engine, "worker_peaks_mb", {})
+    cli._record_stage("train", 1.25)
+    monkeypatch.setattr(engine, "worker_peaks_mb", {"tcp://w1": 812.5, "tcp://w2": 790.0})
+    cli._record_stage("ingest", 2.5)
+    local, on_dask = (json.loads(line) for line in log.read_text().splitlines())
+    assert local["stage"] == "train" and local["wall_s"] == 1.25 and local["peak_rss_mb"] > 0
+    assert "worker_peak_rss_mb" not in local
+    assert on_dask["stage"] == "ingest" and on_dask["worker_peak_rss_mb"] == [812.5, 790.0]
