@@ -2,10 +2,19 @@
 scratch and no-op `dvc repro`, on synthetic data of several sizes.
 
     python benchmarks/pipeline --users 7043 100000 1000000 --months 2
+    python benchmarks/pipeline --engine dask --workers 3 --memory-limit 3GB \
+        --users 1000000 10000000 --months 2
 
 Each size runs in a fresh temp git + DVC repo (a copy of dvc.yaml, params.yaml and
 src/), with its own MLflow SQLite store, exactly as a fresh clone would. Results are
 merged into benchmarks/results/pipeline.json and rendered to pipeline.md.
+
+With --engine dask the stages that use the engine (ingest, prepare) start a LocalCluster
+of --workers single-threaded workers, each limited to --memory-limit; the source is the
+synthetic data written beforehand as a data lake would hold it (each month's tables as
+folders of parquet parts of --partition-rows rows; not timed), and each stage's log line
+carries every worker's peak RSS. Results go to benchmarks/results/scale.{json,md}, with the
+growth exponents between the two largest sizes and an estimate for 100 M users.
 """
 
 from __future__ import annotations
@@ -42,6 +51,31 @@ def run(repo: Path, *args: str, env: dict[str, str]) -> float:
     return elapsed
 
 
+def write_lake(repo: Path, params: dict, partition_rows: int) -> dict:
+    """The synthetic months as a lake: data/external/lake/<as_of>/<table>.parquet/part-*.
+    Returns the size of the largest month's tables in memory (pandas, deep) and on disk."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from churn import synthetic
+    from churn.params import SyntheticParams
+
+    lake = repo / "data" / "external" / "lake"
+    month_mb = 0.0
+    for as_of, tables in synthetic.generate(SyntheticParams(**params["ingest"]["synthetic"])):
+        in_memory = 0
+        for name, frame in tables.items():
+            in_memory += int(frame.memory_usage(deep=True).sum())
+            folder = lake / as_of / f"{name}.parquet"
+            folder.mkdir(parents=True)
+            for i, start in enumerate(range(0, len(frame), partition_rows)):
+                frame.iloc[start : start + partition_rows].to_parquet(
+                    folder / f"part-{i:05d}.parquet", index=False
+                )
+        month_mb = max(month_mb, in_memory / 2**20)
+        print(f"  lake: {as_of} written ({in_memory / 2**20:.0f} MB in memory)", flush=True)
+    disk = sum(p.stat().st_size for p in lake.rglob("*") if p.is_file()) / 2**20
+    return {"month_in_memory_mb": round(month_mb, 1), "lake_on_disk_mb": round(disk, 1)}
+
+
 def make_repo(n_users: int, n_months: int, drift_from_month: int = 1, **params_set: str) -> Path:
     repo = Path(tempfile.mkdtemp(prefix=f"churn-bench-{n_users}-"))
     for name in ("dvc.yaml", ".gitignore"):
@@ -53,6 +87,12 @@ def make_repo(n_users: int, n_months: int, drift_from_month: int = 1, **params_s
     params["ingest"]["synthetic"].update(
         n_users=n_users, n_months=n_months, drift_from_month=drift_from_month
     )
+    for dotted, value in params_set.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
@@ -73,12 +113,23 @@ def init_repo(repo: Path, env: dict[str, str]) -> None:
     run(repo, str(BIN / "dvc"), "config", "core.analytics", "false", env=env)
 
 
-def bench_size(n_users: int, n_months: int, noop_repeats: int) -> dict:
-    repo = make_repo(n_users, n_months)
+def bench_size(n_users: int, n_months: int, noop_repeats: int, dask: dict | None = None) -> dict:
+    settings = {}
+    if dask:
+        settings = {"engine": "dask", "dask.workers": dask["workers"],
+                    "dask.memory_limit": dask["memory_limit"],
+                    "dask.partition_rows": dask["partition_rows"], "ingest.source": "snapshots",
+                    "ingest.path": "data/external/lake"}  # fmt: skip
+    repo = make_repo(n_users, n_months, **settings)
     stage_log = repo / "stages.jsonl"
     env = bench_env(stage_log)
     try:
         init_repo(repo, env)
+        lake = {}
+        if dask:
+            print(f"[{n_users} users x {n_months} months] writing the lake ...", flush=True)
+            lake = write_lake(repo, yaml.safe_load((repo / "params.yaml").read_text()),
+                              dask["partition_rows"])  # fmt: skip
         print(f"[{n_users} users x {n_months} months] full dvc repro ...", flush=True)
         full = run(repo, str(BIN / "dvc"), "repro", env=env)
         stages = [json.loads(line) for line in stage_log.read_text().splitlines()]
@@ -93,12 +144,12 @@ def bench_size(n_users: int, n_months: int, noop_repeats: int) -> dict:
         "full_repro_s": round(full, 2),
         "noop_repro_s": round(statistics.median(noop), 3),
         "noop_repro_runs_s": [round(x, 3) for x in noop],
-        "stages": {
-            s["stage"]: {"wall_s": s["wall_s"], "peak_rss_mb": s["peak_rss_mb"]} for s in stages
-        },
+        "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in stages},
         "peak_rss_mb": max(s["peak_rss_mb"] for s in stages),
         "raw_data_mb": round(raw_mb / 2**20, 1),
         "roc_auc": metrics["roc_auc"],
+        **lake,
+        **({"dask": dask} if dask else {}),
     }
     print(json.dumps(result, indent=2), flush=True)
     return result
@@ -158,24 +209,111 @@ def growth(results: dict, small: str = "1000000x2", large: str = "10000000x2") -
             *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
 
 
+def render_scale(results: dict) -> str:
+    """scale.md: per run the input against the workers' limit, per stage the time, the
+    client's peak and the workers' peaks; growth between the two largest runs and an
+    estimate for 100 M users from it."""
+    runs = sorted(results["runs"].values(), key=lambda r: r["n_users"])
+    lines = [
+        "# Scale benchmark: engine dask",
+        "",
+        f"Machine: {results['machine']}. Generated by `python benchmarks/pipeline --engine "
+        "dask`. Each run: a fresh repo whose source is the synthetic months written as a lake "
+        "(each table a folder of parquet parts; not timed), `dvc repro` with `engine: dask`: "
+        "ingest and prepare start a LocalCluster of single-threaded workers with a memory "
+        "limit each; the other stages run in one process as with `engine: local`. Peaks are "
+        "RSS high-water marks: the stage's own process (client) and each worker process.",
+        "",
+        "| users × months | workers × limit | parts of | one month in memory MB | lake on "
+        "disk MB | full repro s | ROC AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        d = r["dask"]
+        lines.append(f"| {r['n_users']:,} × {r['n_months']} | {d['workers']} × "
+                     f"{d['memory_limit']} | {d['partition_rows']:,} rows | "
+                     f"{r['month_in_memory_mb']:.0f} | {r['lake_on_disk_mb']:.0f} | "
+                     f"{r['full_repro_s']:.1f} | {r['roc_auc']:.4f} |")  # fmt: skip
+    for r in runs:
+        lines += ["", f"## {r['n_users']:,} users × {r['n_months']} months", "",
+                  "| stage | s | client peak MB | worker peaks MB |", "|---|---|---|---|"]  # fmt: skip
+        for stage in STAGES:
+            if stage in r["stages"]:
+                st = r["stages"][stage]
+                workers = ", ".join(f"{x:.0f}" for x in st.get("worker_peak_rss_mb", [])) or "—"
+                lines.append(f"| {stage} | {st['wall_s']:.1f} | {st['peak_rss_mb']:.0f} | "
+                             f"{workers} |")  # fmt: skip
+    if len(runs) >= 2:
+        lines += scale_growth(runs[-2], runs[-1])
+    return "\n".join(lines) + "\n"
+
+
+def scale_growth(a: dict, b: dict) -> list[str]:
+    """Exponents log(b / a) / log(users ratio) per stage, and each stage extrapolated to
+    100 M users with them."""
+    ratio = math.log(b["n_users"] / a["n_users"])
+    target = 100_000_000
+
+    def exponent(x: float, y: float) -> float:
+        return math.log(y / x) / ratio
+
+    header = ["stage", "time exponent", "client memory exponent", "worker peak exponent",
+              "s at 100 M (est.)", "client MB at 100 M (est.)", "worker MB at 100 M (est.)"]  # fmt: skip
+    rows = []
+    for stage in STAGES:
+        if stage not in a["stages"] or stage not in b["stages"]:
+            continue
+        sa, sb = a["stages"][stage], b["stages"][stage]
+        et, em = (
+            exponent(sa["wall_s"], sb["wall_s"]),
+            exponent(sa["peak_rss_mb"], sb["peak_rss_mb"]),
+        )
+        grow = target / b["n_users"]
+        row = [stage, f"{et:.2f}", f"{em:.2f}"]
+        if sa.get("worker_peak_rss_mb") and sb.get("worker_peak_rss_mb"):
+            wa, wb = max(sa["worker_peak_rss_mb"]), max(sb["worker_peak_rss_mb"])
+            ew = exponent(wa, wb)
+            row += [f"{ew:.2f}"]
+            worker = f"{wb * grow**ew:.0f}"
+        else:
+            row += ["—"]
+            worker = "—"
+        row += [f"{sb['wall_s'] * grow**et:.0f}", f"{sb['peak_rss_mb'] * grow**em:.0f}", worker]
+        rows.append(row)
+    return ["", f"## Growth from {a['n_users']:,} to {b['n_users']:,} users", "",
+            "Exponent: log(large / small) / log(users ratio); 1 is linear, 0 is flat. The "
+            "estimates extend each stage's exponent to 100 M users on this cluster's shape.",
+            "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[7043, 100_000, 1_000_000])
     parser.add_argument("--months", type=int, default=2)
     parser.add_argument("--noop-repeats", type=int, default=3)
+    parser.add_argument("--engine", choices=["local", "dask"], default="local")
+    parser.add_argument("--workers", type=int, default=3, help="dask: LocalCluster workers")
+    parser.add_argument("--memory-limit", default="3GB", help="dask: limit per worker")
+    parser.add_argument("--partition-rows", type=int, default=1_000_000, help="dask: part size")
     args = parser.parse_args()
-    path = RESULTS / "pipeline.json"
+    name = "scale" if args.engine == "dask" else "pipeline"
+    dask = None
+    if args.engine == "dask":
+        dask = {"workers": args.workers, "memory_limit": args.memory_limit,
+                "partition_rows": args.partition_rows}  # fmt: skip
+    path = RESULTS / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     for n_users in args.users:
-        run_result = bench_size(n_users, args.months, args.noop_repeats)
+        run_result = bench_size(n_users, args.months, args.noop_repeats, dask)
         results["runs"][f"{n_users}x{args.months}"] = run_result
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "pipeline.md").write_text(render(results))
-    print(f"wrote {path} and pipeline.md")
+        (RESULTS / f"{name}.md").write_text(render_scale(results) if dask else render(results))
+    print(f"wrote {path} and {name}.md")
 
 
 if __name__ == "__main__":
