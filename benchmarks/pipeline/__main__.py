@@ -280,11 +280,33 @@ def scale_growth(a: dict, b: dict) -> list[str]:
             worker = "—"
         row += [f"{sb['wall_s'] * grow**et:.0f}", f"{sb['peak_rss_mb'] * grow**em:.0f}", worker]
         rows.append(row)
+    on_cluster = [r for r in rows if r[3] != "—"]
+    cluster_s = sum(float(r[4]) for r in on_cluster)
+    worker_mb = max(float(r[6]) for r in on_cluster)
+    one_process_mb = max(float(r[5]) for r in rows if r[3] == "—")
+    cores = os.cpu_count() or 1
+    estimate = [
+        "",
+        "## 100 M users: an estimate from these exponents",
+        "",
+        f"The stages on the cluster ({', '.join(r[0] for r in on_cluster)}) would take about "
+        f"{cluster_s / 60:.0f} min on this cluster ({b['dask']['workers']} workers sharing "
+        f"{cores} cores), each worker peaking near {worker_mb / 1024:.1f} GB (past a "
+        f"{b['dask']['memory_limit']} limit Dask spills to disk and pauses the worker rather "
+        f"than fail). Their work is per partition, so on N machines of {cores} cores it "
+        f"divides about N ways: about {cluster_s / 60 / 10:.0f} min on 10 machines, "
+        f"{cluster_s / 60 / 25:.0f} min on 25 (an assumption, not measured here: one machine "
+        "is all these tests have; the client's share, the labels and split row numbers, "
+        "grows too). The stages still in one process would need about "
+        f"{one_process_mb / 1024:.0f} GB of memory (the largest one-process estimate above): "
+        "100 M users do not run before score, evaluate's scoring and train's sample move "
+        "to the cluster.",
+    ]
     return ["", f"## Growth from {a['n_users']:,} to {b['n_users']:,} users", "",
             "Exponent: log(large / small) / log(users ratio); 1 is linear, 0 is flat. The "
             "estimates extend each stage's exponent to 100 M users on this cluster's shape.",
             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows)]  # fmt: skip
+            *("| " + " | ".join(row) + " |" for row in rows), *estimate]  # fmt: skip
 
 
 def main() -> None:
