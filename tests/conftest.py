@@ -43,7 +43,7 @@ HEAVY_FIRST = (
     "tests/integration/test_monitor.py",  # 378 s
     "tests/pipeline/test_dvc_pipeline.py",  # 272 s
     "tests/pipeline/test_experiments.py",  # 255 s
-    "tests/integration/test_promotion.py",  # 186 s
+    "tests/integration/test_promotion.py",  # 111 s
     "tests/integration/test_team_replicas.py",  # 177 s
     "tests/integration/test_serving_process.py",  # 145 s
     "tests/pipeline/test_ci_scripts.py",  # 97 s

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,42 @@ def work(workdir: Path) -> Path:
     p = params()
     ingest.run(p)
     prepare.run(p)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """Built once for the module: the weak model promoted (version 1), then the default
+    model built as the candidate (not promoted): where most tests below start."""
+    root = tmp_path_factory.mktemp("promotion-template") / "work"
+    root.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        ingest.run(params())
+        prepare.run(params())
+        build(params(**WEAK))
+        promote.run(params(**WEAK))
+        build(params())
+    return root
+
+
+@pytest.fixture
+def challenged(template: Path, workdir: Path) -> Path:
+    """A copy of the template in this test's own folder: MLflow's store and files record
+    absolute artifact paths, so the copy's are moved to the new folder."""
+    shutil.copytree(template, workdir, symlinks=True, dirs_exist_ok=True)
+    old, new = str(template), str(workdir)
+    with sqlite3.connect(workdir / "mlflow.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")'):
+                if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                    db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                               f'WHERE instr("{column}", ?) > 0', (old, new, old))  # fmt: skip
+    for path in workdir.rglob("*"):  # MLmodel files, the model store's runs.json
+        if path.is_file() and path.suffix != ".db" and old.encode() in path.read_bytes():
+            path.write_bytes(path.read_bytes().replace(old.encode(), new.encode()))
     return workdir
 
 
@@ -82,14 +119,11 @@ def test_rerun_of_the_champion_gives_the_same_report_and_no_new_version(work):
 
 
 @pytest.mark.parametrize("how", ["experiment", "dry_run"])
-def test_experiments_and_dry_runs_decide_but_move_nothing(how, work, monkeypatch):
-    build(params(**WEAK))
-    promote.run(params(**WEAK))
-    before = (
+def test_experiments_and_dry_runs_decide_but_move_nothing(how, challenged, monkeypatch):
+    before = (  # the weak champion; the workspace's candidate would be promoted
         Path(CHAMPION_JSON).read_text(),
         Path(HISTORY_JSONL).read_text(),
     )
-    build(params())  # a better model: would be promoted
     if how == "experiment":
         monkeypatch.setenv("DVC_EXP_NAME", "bold-exp")
     report = promote.run(params(), dry_run=how == "dry_run")
@@ -103,11 +137,8 @@ def test_experiments_and_dry_runs_decide_but_move_nothing(how, work, monkeypatch
     assert tracking.find_version_by_sha(NAME, sha256_file("models/model.skops")) is None
 
 
-def test_rollback_moves_alias_and_file_together_and_blocks_re_promotion(work):
-    build(params(**WEAK))
-    promote.run(params(**WEAK))
+def test_rollback_moves_alias_and_file_together_and_blocks_re_promotion(challenged):
     weak = champion()
-    build(params())
     promote.run(params())
     strong = champion()
     assert strong["version"] == "2"
@@ -125,9 +156,7 @@ def test_rollback_moves_alias_and_file_together_and_blocks_re_promotion(work):
     assert champion()["version"] == "1"
 
 
-def test_rollback_refusals(work):
-    build(params(**WEAK))
-    promote.run(params(**WEAK))
+def test_rollback_refusals(challenged):
     with pytest.raises(ChurnError, match="no previous champion"):
         registry.rollback(NAME, None, "why")
     with pytest.raises(ChurnError, match="already the champion"):
@@ -136,7 +165,6 @@ def test_rollback_refusals(work):
         registry.rollback(NAME, "42", "why")
     with pytest.raises(ChurnError, match="--reason"):
         registry.rollback(NAME, "1", "  ")
-    build(params())
     promote.run(params())
     v1 = Path(registry.store_path(tracking.version_summary(NAME, "1")["tags"]["model_sha256"]))
     v1.unlink()
@@ -195,11 +223,8 @@ def write_params_file(p) -> None:
 
 
 @pytest.mark.parametrize("point", ["after_alias", "before_rename", "after_file"])
-def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(point, work):
-    build(params(**WEAK))
-    promote.run(params(**WEAK))
+def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(point, challenged):
     old = Path(CHAMPION_JSON).read_text()
-    build(params())
     write_params_file(params())
     crashed = cli("promote", env={"CHURN_CRASH_AT": point})
     assert crashed.returncode == -9, crashed.stderr
@@ -238,12 +263,9 @@ def test_kill_9_during_promotion_leaves_a_whole_champion_and_verify_repairs(poin
     shutil.rmtree("mlflow/models", ignore_errors=True)
 
 
-def test_promote_decides_the_same_bytes_under_a_cpu_hog(work):
+def test_promote_decides_the_same_bytes_under_a_cpu_hog(challenged):
     """A decision is a function of the inputs: three dry runs with both cores busy give a
     byte-identical promotion.json (the 1 000-row timing no longer has a verdict)."""
-    build(params(**WEAK))
-    promote.run(params(**WEAK))
-    build(params())
     hog = [
         sys.executable,
         "-c",
