@@ -236,7 +236,8 @@ def _id_ranges(stats: dict[str, list[dict]], partition_rows: int) -> tuple[str, 
     rows = sum(s["rows"] for s in stats[LABEL_TABLE])
     count = max(1, math.ceil(rows / partition_rows))
     inner = [sample[len(sample) * k // count] for k in range(1, count)]
-    return tuple(sorted({sample[0], *inner, sample[-1]}))
+    points = sorted({sample[0], *inner, sample[-1]})
+    return tuple(points) if len(points) > 1 else (points[0], points[0])  # one user: one range
 
 
 def _global_rules(table: Table, per_partition: list[dict], file: str, null_rate: float) -> dict:
