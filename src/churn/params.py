@@ -147,10 +147,10 @@ class TrainParams(_Frozen):
     )
     cv_folds: int = Field(5, ge=2, le=20, description="stratified folds (calibration, CV, auto)")
     cv_max_rows: int = Field(
-        50_000, ge=1, description="CV estimates (threshold, auto) on a seeded sample above"
+        50_000, ge=1000, description="CV estimates (threshold, auto) on a seeded sample above"
     )
     fit_max_rows: int | None = Field(
-        2_000_000, ge=1, description="the final fit on a seeded sample above (null: all)"
+        2_000_000, ge=1000, description="the final fit on a seeded sample above (null: all)"
     )
     threshold: float | Literal["auto"] = Field(
         "auto", description="churn decision threshold, or auto: the most net value (decision)"
@@ -213,7 +213,7 @@ class DriftParams(_Frozen):
     )
     threshold: float = Field(0.3, gt=0.0, le=1.0, description="drifted-feature share to retrain")
     max_auc_drop: float = Field(0.05, ge=0.0, description="AUC drop on current labels to retrain")
-    max_rows: int = Field(200_000, ge=1, description="sample each side above this many rows")
+    max_rows: int = Field(200_000, ge=1000, description="sample each side above this many rows")
     count_categories: int = Field(
         5, ge=2, description="integer columns with few values: categorical"
     )
