@@ -44,3 +44,12 @@ def test_repo_params_file_loads(tmp_path):
     assert params.as_of == "2024-01-31"
     with pytest.raises(ChurnError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("dotted", ["train.cv_max_rows", "train.fit_max_rows", "drift.max_rows"])
+def test_sample_sizes_below_1000_rows_are_refused(dotted):
+    """A sample of a few rows would decide thresholds, fits and drift on noise."""
+    section, key = dotted.split(".")
+    with pytest.raises(ChurnError, match=dotted.replace(".", r"\.")):
+        parse_params({section: {key: 999}})
+    assert getattr(getattr(parse_params({section: {key: 1000}}), section), key) == 1000
