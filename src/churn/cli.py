@@ -282,20 +282,14 @@ def publish(
     reload (POST /admin/reload or CHURN_POLL_SECONDS)."""
     import json
 
-    from churn import online, registry
+    from churn import online, promote, registry
     from churn.params import load_params
     from churn.prepare import PREPARED_DIR
 
     lineage = registry.lineage_dir(load_params(params).promote.model_name).name
-    spec_path = PREPARED_DIR / "features.json"
-    if features is None:
-        features = PREPARED_DIR / registry.ONLINE_FILES[0]
-        if as_of is None and spec_path.exists():
-            as_of = json.loads(spec_path.read_text()).get("online_as_of")
-    if not features.is_file():
-        raise ChurnError(f"{features}: no such file (run `dvc repro` or pass --features)")
-    published = online.publish_postgres(features, lineage, as_of,
-                                        online.dsn_from_env("churn publish"))  # fmt: skip
+    published = promote.publish_online_table(PREPARED_DIR, lineage,
+                                             online.dsn_from_env("churn publish"), features,
+                                             as_of)  # fmt: skip
     typer.echo(json.dumps(published, indent=2))
 
 

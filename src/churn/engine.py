@@ -19,7 +19,7 @@ shared ids and `check_same_ids`, and writes range i of each table as
 which pyarrow, pandas and the later stages read as one table.
 
 prepare: range i of every table is joined on a worker by `join_tables` and `feature_table`
-(no shuffle: ingest cut the tables alike). The split is drawn here by `split_indices` from
+(no shuffle: ingest cut the tables alike). The split is drawn here by `draw_split` from
 the gathered labels; the split's rows are shuffled into its order, and every file is
 written from the ranges in order through `ParquetStream`: the local engine's bytes.
 """
@@ -382,9 +382,9 @@ def prepare_snapshot(
     params: Params,
 ) -> dict:  # fmt: skip
     """prepare's work on one snapshot on the cluster: each id range joined on a worker, the
-    split drawn here from the gathered labels by the local engine's split_indices, every
+    split drawn here from the gathered labels by the local engine's draw_split, every
     file written in the local engine's row order and bytes. Returns what write_roles does."""
-    from churn.prepare import outputs_of, split_indices
+    from churn.prepare import draw_split, outputs_of
 
     folder = raw_dir / as_of
     names = [n for n in manifest["tables"] if (folder / f"{n}.parquet").exists()]
@@ -396,15 +396,12 @@ def prepare_snapshot(
     written: dict = {}
     if "reference" in wanted:
         per_range = cluster.gather([cluster.submit(_labels, part) for part in parts])
-        labels = np.concatenate(per_range)
-        train, test = split_indices(labels, params.prepare.test_size, params.random_state)
+        train, test, counts = draw_split(np.concatenate(per_range), params)
         sizes = [len(x) for x in per_range]
         for name, rows in (("train", train), ("test", test)):
             _write_split(cluster, parts, sizes, rows, tmp / f"{name}.parquet", schema,
                          params.dask.partition_rows)  # fmt: skip
-        written.update(n_train=len(train), n_test=len(test),
-                       train_positive_rate=float(np.mean(labels[train])),
-                       empty=schema.empty_table())  # fmt: skip
+        written.update(counts, empty=schema.empty_table())
     files = {
         tmp / name: cols for name, cols in outputs_of(wanted, has_labels, schema.names).items()
     }

@@ -104,9 +104,13 @@ class MemoryTable:
         return Found(known, unknown, lambda: self.table.iloc[index], index)
 
 
+def read_online(path: Path) -> pd.DataFrame:
+    """An online parquet, one row per user id (the first of repeated ids)."""
+    return pd.read_parquet(path).drop_duplicates("user_id").reset_index(drop=True)
+
+
 def read_file_table(path: Path, as_of: str | None) -> MemoryTable:
-    frame = pd.read_parquet(path)
-    return MemoryTable(frame.drop_duplicates("user_id").reset_index(drop=True), as_of, str(path))
+    return MemoryTable(read_online(path), as_of, str(path))
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -171,7 +175,7 @@ def publish_postgres(parquet: Path, lineage: str, as_of: str | None, dsn: str) -
     for replicas that have not reloaded yet, older versions are dropped."""
     from psycopg import sql
 
-    frame = pd.read_parquet(parquet).drop_duplicates("user_id").reset_index(drop=True)
+    frame = read_online(parquet)
     frame["user_id"] = frame["user_id"].astype(str)
     frame = frame[["user_id", *(c for c in frame.columns if c != "user_id")]]  # row[0]: the id
     digest = hashlib.sha256(parquet.read_bytes()).hexdigest()

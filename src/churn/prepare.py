@@ -184,18 +184,23 @@ def outputs_of(wanted: list[str], has_labels: bool, columns: list[str]) -> dict[
     return files
 
 
+def draw_split(labels: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The train and test row numbers of the training snapshot, and the spec's counts."""
+    train, test = split_indices(labels, params.prepare.test_size, params.random_state)
+    counts = {"n_train": len(train), "n_test": len(test),
+              "train_positive_rate": float(np.mean(labels[train]))}  # fmt: skip
+    return train, test, counts
+
+
 def write_roles(table: pa.Table, wanted: list[str], tmp: Path, params: Params) -> dict:
     """Write what one joined snapshot is for; return the spec's split counts and, for the
     training snapshot, the table's empty shape ("empty")."""
     written: dict = {}
     if "reference" in wanted:
-        labels = table[LABEL].to_numpy()
-        train, test = split_indices(labels, params.prepare.test_size, params.random_state)
+        train, test, counts = draw_split(table[LABEL].to_numpy(), params)
         write_table(table.take(train), tmp / "train.parquet")
         write_table(table.take(test), tmp / "test.parquet")
-        written.update(n_train=len(train), n_test=len(test),
-                       train_positive_rate=float(np.mean(labels[train])),
-                       empty=table.slice(0, 0))  # fmt: skip
+        written.update(counts, empty=table.slice(0, 0))
     has_labels = LABEL in table.column_names
     for name, columns in outputs_of(wanted, has_labels, table.column_names).items():
         write_table(table.select(columns), tmp / name)

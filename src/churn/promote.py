@@ -380,9 +380,23 @@ def publish_store(params: Params, prepared_dir: Path, registry_dir: Path) -> dic
     if params.serve.online_store != "postgres":
         return None
     dsn = online.dsn_from_env("serve.online_store: postgres")
-    spec = read_json(prepared_dir / "features.json")
-    return online.publish_postgres(prepared_dir / registry.ONLINE_FILES[0], registry_dir.name,
-                                   spec.get("online_as_of"), dsn)  # fmt: skip
+    return publish_online_table(prepared_dir, registry_dir.name, dsn)
+
+
+def publish_online_table(
+    prepared_dir: Path, lineage: str, dsn: str, features: Path | None = None,
+    as_of: str | None = None,
+) -> dict:  # fmt: skip
+    """Load prepare's online table (or `features`, dated `as_of`) into PostgreSQL for the
+    lineage: promote's publish and `churn publish`."""
+    if features is None:
+        features = prepared_dir / registry.ONLINE_FILES[0]
+        spec = prepared_dir / "features.json"
+        if as_of is None and spec.exists():
+            as_of = read_json(spec).get("online_as_of")
+    if not features.is_file():
+        raise ChurnError(f"{features}: no such file (run `dvc repro` or pass --features)")
+    return online.publish_postgres(features, lineage, as_of, dsn)
 
 
 def unserved_threshold(candidate: Candidate, champion: dict) -> dict | None:

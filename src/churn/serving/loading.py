@@ -79,7 +79,8 @@ def _load_model(entry: dict[str, Any], role: str, online: Online, runtime: str) 
         raise ChurnError(f"{contract_path}: feature contract of version {entry['version']} absent")
     contract = guarded.read_json(contract_path)
     names = [f["name"] for f in contract["features"]]
-    missing = [n for n in names if n not in set(online.columns)]
+    present = set(online.columns)
+    missing = [n for n in names if n not in present]
     if missing:
         raise ChurnError(f"online features lack {missing[:5]} required by version "
                          f"{entry['version']}")  # fmt: skip

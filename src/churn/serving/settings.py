@@ -55,8 +55,8 @@ class Settings:
     def from_env(cls) -> Settings:
         env = os.environ
         features = env.get("CHURN_FEATURES")
-        serve = _params_section(Path("params.yaml"), "serve")
-        promote = _params_section(Path("params.yaml"), "promote")
+        params = _served_params(Path("params.yaml"))
+        serve, promote = _section(params, "serve"), _section(params, "promote")
         name = env.get("CHURN_MODEL_NAME") or promote.get("model_name")
         if not isinstance(name, str):
             name = registry.DEFAULT_LINEAGE
@@ -98,14 +98,18 @@ class Settings:
 CHAMPION_SOURCES = ("file", "alias")
 
 
-def _params_section(path: Path, key: str) -> dict:
-    """A section of the served repo state's params.yaml (promote: the lineage `dvc repro`
-    promoted; serve: where its online table lives), {} when absent or unreadable."""
+def _served_params(path: Path) -> dict:
+    """The served repo state's params.yaml (promote: the lineage `dvc repro` promoted;
+    serve: where its online table lives), {} when absent or unreadable."""
     import yaml
 
     try:
         params = yaml.safe_load(path.read_text()) if path.exists() else None
     except yaml.YAMLError:
         params = None
-    section = params.get(key) if isinstance(params, dict) else None
+    return params if isinstance(params, dict) else {}
+
+
+def _section(params: dict, key: str) -> dict:
+    section = params.get(key)
     return section if isinstance(section, dict) else {}
