@@ -244,15 +244,15 @@ def score(
     from churn import score as stage_module
     from churn.params import load_params
 
-    scored = stage_module.run(load_params(params))
+    report = stage_module.run(load_params(params))
     if top is None:
         return
-    if scored is None:
+    if report is None:
         raise ChurnError(
             "nothing scored: no champion in this lineage, or every user left out "
             "(reports/scoring.json says which)"
         )
-    calls = stage_module.calls(scored.table, top)
+    calls = stage_module.call_list(Path(report["file"]), top)
     if csv:
         calls.to_csv(sys.stdout, index=False)
     else:

@@ -14,19 +14,22 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from churn import modelfile
+from churn import engine, modelfile
 from churn.evaluate import REPORTS_DIR
 from churn.io import atomic_write_text, read_json, require, round_floats, write_json
-from churn.model import churn_scores, feature_names
+from churn.model import churn_scores, feature_names, seeded_rows
 from churn.params import DriftParams, Params
 from churn.prepare import PREPARED_DIR
 from churn.train import MODEL_FILE, MODELS_DIR
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("churn.drift")
 
@@ -74,25 +77,26 @@ def _stable_html(html: str) -> str:
     return _RANDOM_IDS.sub(renumber, html)
 
 
-def _sample_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
-    """The rows `DataFrame.sample(n=max_rows, random_state=seed)` picks; None: all."""
-    if n_rows <= max_rows:
-        return None
-    return np.random.RandomState(seed).choice(n_rows, size=max_rows, replace=False)
-
-
 def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    rows = _sample_rows(len(frame), max_rows, seed)
+    rows = seeded_rows(len(frame), max_rows, seed)
     return frame if rows is None else frame.take(rows)
 
 
-def read_sample(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+def read_sample(
+    path: Path, max_rows: int, seed: int, cluster: Client | None = None
+) -> tuple[pd.DataFrame, int]:
     """`_sample` of a parquet table, read as Arrow so that only the sample becomes pandas
-    (10 M users: ~2.5 GB a table otherwise), and the table's row count."""
+    (10 M users: ~2.5 GB a table otherwise), and the table's row count. With a dask
+    `cluster` the workers read the file and send only the sampled rows."""
     import pyarrow.parquet as pq
 
+    if cluster is not None:
+        n_rows = pq.ParquetFile(path).metadata.num_rows
+        rows = seeded_rows(n_rows, max_rows, seed)
+        if rows is not None:
+            return engine.gather_rows(cluster, path, rows), n_rows
     table = pq.read_table(path)
-    rows = _sample_rows(len(table), max_rows, seed)
+    rows = seeded_rows(len(table), max_rows, seed)
     if rows is None:
         return table.to_pandas(), len(table)
     frame = table.take(rows).to_pandas()
@@ -170,9 +174,12 @@ def drift_report(
     p: DriftParams,
     random_state: int,
     sizes: tuple[int, int] | None = None,
+    test_scores: np.ndarray | None = None,
 ) -> DriftResult:
     """Feature drift, prediction drift and (when current has labels) target and concept drift.
-    `sizes`: the tables' row counts when `reference` and `current` are `read_sample`s."""
+    `sizes`: the tables' row counts when `reference` and `current` are `read_sample`s;
+    `test_scores`: the model's scores of `test` when they were computed elsewhere (then
+    `test` needs only the id and the label)."""
     names = feature_names(spec)
     label, id_col = spec["label"], spec["id"]
     n_reference, n_current = sizes or (len(reference), len(current))
@@ -209,7 +216,9 @@ def drift_report(
             "label_flip_rate": _label_flip_rate(reference, current, id_col, label),
         }
         y_test = test[label].astype(int).to_numpy()
-        auc_reference = float(roc_auc_score(y_test, churn_scores(model, test, names)))
+        if test_scores is None:
+            test_scores = churn_scores(model, test, names)
+        auc_reference = float(roc_auc_score(y_test, test_scores))
         # only users the model did not train on: scoring its training rows would flatter it
         trained_on = set(reference[id_col]) - set(test[id_col])
         unseen = ~current[id_col].isin(trained_on).to_numpy()
@@ -313,14 +322,23 @@ def run(
             models_dir / MODEL_FILE)  # fmt: skip
     spec = read_json(prepared_dir / "features.json")
     p, seed = params.drift, params.random_state
-    reference, n_reference = read_sample(prepared_dir / "reference.parquet", p.max_rows, seed)
-    current, n_current = read_sample(prepared_dir / "current.parquet", p.max_rows, seed)
-    test = pd.read_parquet(prepared_dir / "test.parquet")
     model = modelfile.load(models_dir / MODEL_FILE)
+    test_path = prepared_dir / "test.parquet"
+    with engine.maybe_client(params) as cluster:
+        reference, n_reference = read_sample(prepared_dir / "reference.parquet", p.max_rows, seed,
+                                             cluster)  # fmt: skip
+        current, n_current = read_sample(prepared_dir / "current.parquet", p.max_rows, seed,
+                                         cluster)  # fmt: skip
+        if cluster is None:
+            test, test_scores = pd.read_parquet(test_path), None
+        else:  # scored on the workers; here only the ids and labels
+            test = pd.read_parquet(test_path, columns=[spec["id"], spec["label"]])
+            [test_scores] = engine.file_scores(cluster, test_path, [model], [feature_names(spec)],
+                                               params.dask.partition_rows)  # fmt: skip
     log.info("drift %s -> %s (%d vs %d rows)", spec["as_of"], spec["current_as_of"],
              n_reference, n_current)  # fmt: skip
     result = drift_report(reference, current, test, model, spec, p, seed,
-                          sizes=(n_reference, n_current))  # fmt: skip
+                          sizes=(n_reference, n_current), test_scores=test_scores)  # fmt: skip
     write_json(reports_dir / "drift.json", result.summary)
     atomic_write_text(reports_dir / "drift.html", result.html)
     s = result.summary

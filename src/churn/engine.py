@@ -31,6 +31,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -373,6 +374,7 @@ def _write_split(
               for i, part in enumerate(parts)]  # fmt: skip
     frame = dd.from_delayed(pieces, meta=meta, verify_meta=False)
     divisions = sorted({*range(0, len(rows), partition_rows), len(rows) - 1})
+    divisions = divisions if len(divisions) > 1 else [0, 0]  # one row
     ordered = frame.set_index("_position", divisions=divisions).to_delayed()
     _stream(cluster, cluster.compute(ordered), {path: schema.names}, schema)
 
@@ -410,3 +412,163 @@ def prepare_snapshot(
     log.info("dask: joined snapshot %s: %d users in %d id ranges (%s)", as_of, users,
              len(ranges), ", ".join(wanted))  # fmt: skip
     return written
+
+
+# --- prepared files on the cluster: score, evaluate, train -------------------------------
+
+
+@contextmanager
+def maybe_client(params: Params) -> Iterator[Client | None]:
+    """A dask client for engine: dask, else None (the stage runs in this process)."""
+    if params.engine != "dask":
+        yield None
+        return
+    with client(params.dask) as cluster:
+        yield cluster
+
+
+Piece = tuple[int, int, int]  # (row group, first row, end row) of a prepared file
+
+
+def pieces(path: Path, partition_rows: int) -> list[Piece]:
+    """The partitions of the work on a prepared file: its row groups (about a million rows
+    each), cut into at most partition_rows rows; in file order. A table with no rows is
+    one empty piece."""
+    starts = _group_starts(path)
+    cut = [(g, lo, min(lo + partition_rows, stop - start))
+           for g, (start, stop) in enumerate(pairwise(starts))
+           for lo in range(0, stop - start, partition_rows)]  # fmt: skip
+    return cut or [(0, 0, 0)]
+
+
+def _group(path: str, index: int, columns: list[str] | None = None) -> pd.DataFrame:
+    """Row group `index` of a parquet file as `pd.read_parquet` gives those rows."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    if file.metadata.num_row_groups == 0:  # an empty table
+        empty = file.schema_arrow.empty_table()
+        return (empty.select(columns) if columns else empty).to_pandas()
+    return file.read_row_group(index, columns=columns).to_pandas()
+
+
+def _piece(path: str, piece: Piece, columns: list[str] | None = None) -> pd.DataFrame:
+    group, start, stop = piece
+    return _group(path, group, columns).iloc[start:stop].reset_index(drop=True)
+
+
+def _group_starts(path: Path) -> np.ndarray:
+    """The first row number of each row group, and the row count last."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    return np.cumsum([0, *sizes])
+
+
+def _take(path: str, index: int, rows: np.ndarray, columns: list[str] | None) -> pd.DataFrame:
+    """Rows `rows` (numbers within row group `index`) of a parquet file."""
+    return _group(path, index, columns).iloc[rows]
+
+
+def gather_rows(
+    cluster: Client, path: Path, rows: np.ndarray, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Rows `rows` (row numbers of the whole file, in any order) of a prepared file, as
+    `pd.read_parquet(path).take(rows)` gives them (indexed by their row numbers): each
+    worker reads its row groups and sends only these rows."""
+    starts = _group_starts(path)
+    wanted = np.sort(rows)
+    group = np.searchsorted(starts, wanted, side="right") - 1
+    tasks = [cluster.submit(_take, str(path.resolve()), int(g), wanted[group == g] - starts[g],
+                            columns, pure=False)
+             for g in np.unique(group)]  # fmt: skip
+    if not tasks:
+        return _group(str(path), 0, columns).iloc[:0]
+    frame = pd.concat(cluster.gather(tasks))
+    frame.index = pd.Index(wanted)
+    return frame.loc[rows]
+
+
+def _scores(path: str, piece: Piece, models: list, names: list[list[str]]) -> list[np.ndarray]:
+    from churn.model import churn_scores
+
+    frame = _piece(path, piece)
+    return [churn_scores(model, frame, cols) for model, cols in zip(models, names, strict=True)]
+
+
+def file_scores(
+    cluster: Client, path: Path, models: list, names: list[list[str]], partition_rows: int
+) -> list[np.ndarray]:
+    """Each model's `churn_scores` of every row of a prepared file, in file order: a piece
+    per task, every model shipped once to each worker (scatter, broadcast)."""
+    shipped = cluster.scatter(models, broadcast=True, hash=False)
+    tasks = [cluster.submit(_scores, str(path.resolve()), piece, shipped, names, pure=False)
+             for piece in pieces(path, partition_rows)]  # fmt: skip
+    per_group = cluster.gather(tasks)
+    return [np.concatenate([g[k] for g in per_group]) for k in range(len(models))]
+
+
+def _score_part(path: str, piece: Piece, model, contract: dict, spec: dict, params: Params,
+                labels: pd.Series | None, drop_labelled: bool):  # fmt: skip
+    from churn.decision import control_draw
+    from churn.score import user_rows
+
+    online = _piece(path, piece)
+    if drop_labelled:
+        online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
+    held_out = control_draw(online[spec["id"]], spec["online_as_of"], params.random_state,
+                            params.decision.control_share)  # fmt: skip
+    return user_rows(model, contract, online, spec["id"], params.decision, labels,
+                     control_draw=held_out)  # fmt: skip
+
+
+def _numbers(rows) -> dict[str, np.ndarray]:
+    return rows.numbers
+
+
+def _explained(rows) -> tuple[list[str], str | None]:
+    return rows.reason_names, rows.unexplained
+
+
+def _ranked(rows, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
+    from churn.score import with_ranks
+
+    return pa.Table.from_pandas(with_ranks(rows.table, rank, decile), preserve_index=False)
+
+
+def score_file(
+    cluster: Client, path: Path, out: Path, model, contract: dict, spec: dict, params: Params,
+    labels: pd.Series | None, drop_labelled: bool,
+):  # fmt: skip
+    """score's work on the cluster: each piece of the online table scored (with
+    reasons) on a worker by `user_rows`, the champion shipped once to each; the ranks from
+    the gathered probabilities; the scored file written in rank order (a shuffle, as
+    prepare's splits) with the local engine's bytes. Returns (report, gains) of
+    `score.summarise`, or None when no user is left to score."""
+    from churn.score import ranking, summarise
+
+    shipped = cluster.scatter(model, broadcast=True, hash=False)
+    label_data = cluster.scatter(labels, broadcast=True, hash=False) if labels is not None else None
+    parts = [cluster.submit(_score_part, str(path.resolve()), piece, shipped, contract, spec,
+                            params, label_data, drop_labelled, pure=False)
+             for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip
+    numbers = cluster.gather([cluster.submit(_numbers, part) for part in parts])
+    merged = {key: np.concatenate([n[key] for n in numbers]) for key in numbers[0]}
+    sizes = [len(n["probability"]) for n in numbers]
+    if not sum(sizes):
+        return None
+    reason_names, unexplained = cluster.submit(_explained, parts[0]).result()
+    order, rank, decile = ranking(merged["probability"])
+    starts = np.cumsum([0, *sizes])
+    tables = [cluster.submit(_ranked, part, rank[starts[i]:starts[i + 1]],
+                             decile[starts[i]:starts[i + 1]], pure=False)
+              for i, part in enumerate(parts)]  # fmt: skip
+    schema = cluster.submit(_schema, tables[int(np.argmax(sizes))]).result()
+    _write_split(cluster, tables, sizes, order, out, schema, params.dask.partition_rows)
+    import pyarrow.parquet as pq
+
+    online_columns = pq.ParquetFile(path).schema_arrow.names
+    log.info("dask: scored %d users in %d partitions", sum(sizes), len(parts))
+    return summarise(merged, float(contract["threshold"]), online_columns, params.decision,
+                     reason_names, unexplained)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from churn import modelfile, tracking
+from churn import engine, modelfile, tracking
 from churn.decision import (
     customer_values,
     realised_value,
@@ -41,10 +42,13 @@ from churn.io import (
     sha256_file,
     write_json,
 )
-from churn.model import churn_scores, feature_names
+from churn.model import churn_scores, feature_names, seeded_rows
 from churn.params import DecisionParams, Params
 from churn.prepare import PREPARED_DIR
 from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("churn.evaluate")
 
@@ -159,10 +163,11 @@ def curves(y: np.ndarray, scores: np.ndarray) -> dict[str, list[dict]]:
 def importance(
     model: Pipeline, x: pd.DataFrame, y: np.ndarray, rows: int, random_state: int
 ) -> list[dict]:
-    """Permutation importance (drop in ROC AUC) on raw features, on a seeded sample."""
-    if len(x) > rows:
-        sample = x.sample(n=rows, random_state=random_state)
-        x, y = sample, y[x.index.get_indexer(sample.index)]
+    """Permutation importance (drop in ROC AUC) on raw features, on a seeded sample
+    (`seeded_rows`: what `x.sample(n=rows, random_state=random_state)` picks)."""
+    picked = seeded_rows(len(x), rows, random_state)
+    if picked is not None:
+        x, y = x.iloc[picked], y[picked]
     result = permutation_importance(
         model, x, y, scoring="roc_auc", n_repeats=5, random_state=random_state, n_jobs=1
     )
@@ -215,10 +220,16 @@ def run(
     contract = read_json(models_dir / CONTRACT_FILE)
     summary = read_json(models_dir / SUMMARY_FILE)
     model: Pipeline = modelfile.load(model_path)
-    test = pd.read_parquet(test_path)
     names = feature_names(spec)
+    with engine.maybe_client(params) as cluster:
+        test, scores, sample = scored_split(cluster, test_path, model, names, spec["label"],
+                                            params)  # fmt: skip
+        later = None
+        if spec.get("oot_as_of"):
+            oot_path = prepared_dir / "oot.parquet"
+            later, oot_scores, _ = scored_split(cluster, oot_path, model, names, spec["label"],
+                                                params, sample=False)  # fmt: skip
     y = test[spec["label"]].astype(int).to_numpy()
-    scores = churn_scores(model, test, names)
     threshold = float(contract["threshold"])  # train chose it (train.threshold: auto)
     metrics = compute_metrics(y, scores, threshold, spec["n_train"])
     if metrics["roc_auc"] >= LEAK_MODEL_AUC and "*" not in params.train.allow_leaky:
@@ -230,10 +241,8 @@ def run(
     values = customer_values(test, params.decision)
     value = money(y, scores, values, threshold, params.decision)
     oot = None
-    if spec.get("oot_as_of"):
-        later = pd.read_parquet(prepared_dir / "oot.parquet", columns=[*names, spec["label"]])
+    if later is not None:
         y_oot = later[spec["label"]].astype(int).to_numpy()
-        oot_scores = churn_scores(model, later, names)
         del later
         oot_metrics = compute_metrics(y_oot, oot_scores, threshold, 0)
         oot = {"as_of": spec["oot_as_of"], **{k: oot_metrics[k] for k in OOT_KEYS}}
@@ -268,7 +277,8 @@ def run(
     confusion = pd.DataFrame({"actual": y, "predicted": predicted})
     atomic_write_text(plots_dir / "confusion.csv", confusion.to_csv(index=False))
     log.info("computing permutation importance on up to %d rows", params.evaluate.importance_rows)
-    ranks = importance(model, test[names], y, params.evaluate.importance_rows, params.random_state)
+    ranks = importance(model, sample[names], sample[spec["label"]].astype(int).to_numpy(),
+                       params.evaluate.importance_rows, params.random_state)  # fmt: skip
     write_json(plots_dir / "importance.json", {"importance": ranks}, digits=5)
 
     if track:
@@ -285,6 +295,31 @@ def run(
             tracking.log_metrics(run_id, numeric, [reports_dir / "metrics.json"])
             log.info("logged metrics to MLflow run %s", run_id)
     return metrics
+
+
+def scored_split(
+    cluster: Client | None, path: Path, model: Pipeline, names: list[str], label: str,
+    params: Params, sample: bool = True,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:  # fmt: skip
+    """A labelled split, the model's scores of its rows and the rows permutation importance
+    samples (`sample`). Local engine: the whole table here. Dask: the rows scored on the
+    workers (churn.engine.file_scores); here only the label and the fee column
+    (customer_values) and the sampled rows."""
+    if cluster is None:
+        table = pd.read_parquet(path)
+        return table, churn_scores(model, table, names), table if sample else None
+    import pyarrow.parquet as pq
+
+    fee = params.decision.fee_column
+    narrow = [c for c in pq.ParquetFile(path).schema_arrow.names if c in (label, fee)]
+    table = pd.read_parquet(path, columns=narrow)
+    [scores] = engine.file_scores(cluster, path, [model], [names], params.dask.partition_rows)
+    if not sample:
+        return table, scores, None
+    rows = seeded_rows(len(table), params.evaluate.importance_rows, params.random_state)
+    rows = np.arange(len(table)) if rows is None else rows  # in the order importance takes
+    picked = engine.gather_rows(cluster, path, rows, [*names, label]).reset_index(drop=True)
+    return table, scores, picked
 
 
 def comparison(metrics: dict, summary: dict, oot: dict | None) -> list[dict]:

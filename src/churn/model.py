@@ -193,6 +193,14 @@ def feature_contract(
     }
 
 
+def seeded_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """The rows `DataFrame.sample(n=max_rows, random_state=seed)` picks (in its order);
+    None: all of them."""
+    if n_rows <= max_rows:
+        return None
+    return np.random.RandomState(seed).choice(n_rows, size=max_rows, replace=False)
+
+
 def sample_rows(
     x: pd.DataFrame, y: pd.Series, max_rows: int, random_state: int
 ) -> tuple[pd.DataFrame, pd.Series]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn import modelfile, registry
+from churn import engine, modelfile, registry
 from churn.decision import control_draw, customer_values, expected_gain, value_basis, with_save_rate
 from churn.errors import ChurnError
 from churn.evaluate import REPORTS_DIR, lift_table, quantile_bins
@@ -43,7 +43,19 @@ class Scored:
     gains: list[dict]
 
 
-def score_users(
+@dataclass(frozen=True)
+class UserRows:
+    """Every user's scored row in the online table's order (rank and decile still to come)
+    and the numbers the report is made of. One row's values depend on that row alone: the
+    dask engine computes them partition by partition, the local engine on the whole table."""
+
+    table: pd.DataFrame  # id, probability, churn, control, expected value, reason_1..3
+    numbers: dict[str, np.ndarray]  # probability, gain, control, firsts?, y? (NaN: unknown)
+    reason_names: list[str]
+    unexplained: str | None
+
+
+def user_rows(
     model: Any,
     contract: dict,
     online: pd.DataFrame,
@@ -52,10 +64,9 @@ def score_users(
     labels: pd.Series | None = None,
     reasons: bool = True,
     control_draw: np.ndarray | None = None,
-) -> Scored:
-    """Pure: every user's calibrated probability, decision, expected value and top three
-    reasons (churn.reasons), ranked. `control_draw` (churn.decision.control_draw) marks
-    who of the users over the threshold is the control group: not in the call list."""
+) -> UserRows:
+    """Pure: each user's calibrated probability, decision, expected value and top three
+    reasons (churn.reasons), in the order of `online`."""
     names = feature_names({"features": contract["features"]})
     lacking = [n for n in names if n not in online.columns]
     if lacking:
@@ -72,45 +83,70 @@ def score_users(
         probability = churn_scores(model, online, names)
     over = probability >= threshold
     control = over & control_draw if control_draw is not None else np.zeros(len(over), bool)
-    call = over & ~control
-    gain = expected_gain(probability, customer_values(online, p), p)
-    # rank by probability, ties by id (the online table is sorted by id): stable everywhere
-    order = np.argsort(-probability, kind="stable")
-    rank = np.empty(len(order), dtype="int64")
-    rank[order] = np.arange(1, len(order) + 1)
+    gain = np.round(expected_gain(probability, customer_values(online, p), p), 4)
     table = pd.DataFrame(
         {
             id_column: online[id_column].to_numpy(),
             "churn_probability": np.round(probability, 6),
             "churn": over,
             "control": control,
-            "expected_value": np.round(gain, 4),
-            "rank": rank,
-            "decile": np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10),
+            "expected_value": gain,
         }
     )
     for k, column in enumerate(texts or [], 1):
         table[f"reason_{k}"] = column
-    table = table.iloc[order].reset_index(drop=True)
+    numbers = {"probability": probability, "gain": gain, "control": control}
+    if firsts is not None:
+        numbers["firsts"] = firsts
+    if labels is not None:
+        numbers["y"] = labels.reindex(online[id_column]).astype(float).to_numpy()
+    return UserRows(table, numbers, reason_names, unexplained)
+
+
+def ranking(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The order of the scored file (by probability, ties by id: the online table is sorted
+    by id, so stable everywhere), each user's rank and decile."""
+    order = np.argsort(-probability, kind="stable")
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(1, len(order) + 1)
+    return order, rank, np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10)
+
+
+def with_ranks(table: pd.DataFrame, rank: np.ndarray, decile: np.ndarray) -> pd.DataFrame:
+    """The scored file's columns: rank and decile after the expected value."""
+    at = table.columns.get_loc("expected_value") + 1
+    table = table.copy()
+    table.insert(at, "rank", rank)
+    table.insert(at + 1, "decile", decile)
+    return table
+
+
+def summarise(
+    numbers: dict[str, np.ndarray], threshold: float, columns: list[str], p: DecisionParams,
+    reason_names: list[str], unexplained: str | None,
+) -> tuple[dict, list[dict]]:  # fmt: skip
+    """scoring.json's numbers and the gains table, from every user's `UserRows.numbers`."""
+    probability, gain, control = numbers["probability"], numbers["gain"], numbers["control"]
+    call = (probability >= threshold) & ~control
     report = {
-        "users": len(table),
+        "users": len(probability),
         "threshold": threshold,
         "contacted": int(call.sum()),
         "control": int(control.sum()),
         "expected_churners": float(probability.sum()),
         "expected_churners_contacted": float(probability[call].sum()),
-        "expected_value_of_campaign": float(np.round(gain, 4)[call].sum()),
-        "value_of_a_saved_user": value_basis(list(online.columns), p),
+        "expected_value_of_campaign": float(gain[call].sum()),
+        "value_of_a_saved_user": value_basis(columns, p),
         "offer_cost": p.offer_cost,
         "save_rate": p.save_rate,
     }
-    if firsts is not None:
-        report["top_reasons_of_contacted"] = common_reasons(firsts[call], reason_names)
+    if "firsts" in numbers:
+        report["top_reasons_of_contacted"] = common_reasons(numbers["firsts"][call], reason_names)
     if unexplained is not None:
         report["reasons_unavailable"] = unexplained
     gains = expected_gains(probability)
-    if labels is not None:
-        y = labels.reindex(online[id_column]).astype(float).to_numpy()
+    if "y" in numbers:
+        y = numbers["y"]
         known = ~np.isnan(y)
         actual = lift_table(y[known].astype(int), probability[known])
         for row, real in zip(gains, actual, strict=False):
@@ -118,7 +154,28 @@ def score_users(
             row["actual_churn_rate"] = real["churn_rate"]
             row["lift"] = real["lift"]
         report["labels"] = {"users": int(known.sum()), "churners": int(y[known].sum())}
-    return Scored(table, round_floats(report, 4), gains)
+    return round_floats(report, 4), gains
+
+
+def score_users(
+    model: Any,
+    contract: dict,
+    online: pd.DataFrame,
+    id_column: str,
+    p: DecisionParams,
+    labels: pd.Series | None = None,
+    reasons: bool = True,
+    control_draw: np.ndarray | None = None,
+) -> Scored:
+    """Pure: every user's calibrated probability, decision, expected value and top three
+    reasons (churn.reasons), ranked. `control_draw` (churn.decision.control_draw) marks
+    who of the users over the threshold is the control group: not in the call list."""
+    rows = user_rows(model, contract, online, id_column, p, labels, reasons, control_draw)
+    order, rank, decile = ranking(rows.numbers["probability"])
+    table = with_ranks(rows.table, rank, decile).iloc[order].reset_index(drop=True)
+    report, gains = summarise(rows.numbers, float(contract["threshold"]), list(online.columns),
+                              p, rows.reason_names, rows.unexplained)  # fmt: skip
+    return Scored(table, report, gains)
 
 
 REASONS = 3  # reason_1..3 in the scored file
@@ -178,7 +235,9 @@ def run(
     reports_dir: Path = REPORTS_DIR,
     scored_dir: Path = SCORED_DIR,
     registry_dir: Path | None = None,
-) -> Scored | None:
+) -> dict | None:
+    """Score the newest snapshot with the lineage's champion; scoring.json's report, or
+    None when there is no champion or no user to score."""
     name = params.promote.model_name
     registry_dir = registry_dir or registry.lineage_dir(name)
     require(prepared_dir / "online_features.parquet", prepared_dir / "features.json")
@@ -197,7 +256,6 @@ def run(
         return None
     model = modelfile.load(registry.verified_artifact(champion))
     contract = read_json(registry.contract_file(champion))
-    online = pd.read_parquet(prepared_dir / "online_features.parquet")
     labels_path = prepared_dir / "online_labels.parquet"
     labels = None
     if labels_path.exists():
@@ -207,37 +265,58 @@ def run(
     entry = {"model_name": name, "version": champion["version"], "sha256": champion["sha256"]}
     left_out = known_outcomes(spec, labels, params)
     if left_out is not None:
-        online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
         log.warning("left out %d users: %s", left_out["users"], left_out["reason"])
-    if online.empty:
+    params, basis = with_save_rate(params)
+    out = scored_dir / f"{as_of}.parquet"
+    log.info("scoring the users of %s with %s version %s", as_of, name, champion["version"])
+    online = prepared_dir / "online_features.parquet"
+    with engine.maybe_client(params) as cluster:
+        if cluster is None:
+            result = _score_here(online, out, model, contract, spec, params, labels,
+                                 left_out is not None)  # fmt: skip
+        else:  # each row group on a worker (churn.engine)
+            result = engine.score_file(cluster, online, out, model, contract, spec, params,
+                                       labels, left_out is not None)  # fmt: skip
+    if result is None:
         write_json(reports_dir / "scoring.json", {"as_of": as_of, "champion": entry,
                                                   "users": 0, "left_out": left_out})  # fmt: skip
         write_json(reports_dir / "scoring_gains.json", {"gains": []})
         return None
-    log.info("scoring %d users of %s with %s version %s", len(online), as_of, name,
-             champion["version"])  # fmt: skip
-    params, basis = with_save_rate(params)
-    held_out = control_draw(online[spec["id"]], as_of, params.random_state,
-                            params.decision.control_share)  # fmt: skip
-    scored = score_users(model, contract, online, spec["id"], params.decision, labels,
-                         control_draw=held_out)  # fmt: skip
+    summary, gains = result
     report = {
         "as_of": as_of,
         "champion": entry,
-        **scored.report,
+        **summary,
         "save_rate_basis": basis,
         "control_share": params.decision.control_share,
         "left_out": left_out,
         "file": f"{scored_dir.as_posix()}/{as_of}.parquet",
     }
-    write_parquet(scored.table, scored_dir / f"{as_of}.parquet")
     write_json(reports_dir / "scoring.json", report)
-    write_json(reports_dir / "scoring_gains.json", {"gains": scored.gains}, digits=4)
+    write_json(reports_dir / "scoring_gains.json", {"gains": gains}, digits=4)
     log.info("%d of %d users to call (over the threshold %s; %d more held out as the control "
              "group); %.0f expected churners; campaign worth %.0f", report["contacted"],
              report["users"], report["threshold"], report["control"],
              report["expected_churners"], report["expected_value_of_campaign"])  # fmt: skip
-    return scored
+    return report
+
+
+def _score_here(
+    path: Path, out: Path, model: Any, contract: dict, spec: dict, params: Params,
+    labels: pd.Series | None, drop_labelled: bool,
+) -> tuple[dict, list[dict]] | None:  # fmt: skip
+    """The local engine: the whole online table `path` in this process; writes `out`."""
+    online = pd.read_parquet(path)
+    if drop_labelled:
+        online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
+    if online.empty:
+        return None
+    held_out = control_draw(online[spec["id"]], spec["online_as_of"], params.random_state,
+                            params.decision.control_share)  # fmt: skip
+    scored = score_users(model, contract, online, spec["id"], params.decision, labels,
+                         control_draw=held_out)  # fmt: skip
+    write_parquet(scored.table, out)
+    return scored.report, scored.gains
 
 
 def known_outcomes(spec: dict, labels: pd.Series | None, params: Params) -> dict | None:
@@ -257,3 +336,19 @@ def known_outcomes(spec: dict, labels: pd.Series | None, params: Params) -> dict
 def calls(table: pd.DataFrame, top: int) -> pd.DataFrame:
     """The call list: the `top` users most likely to churn, the control group left out."""
     return table[~table["control"]].drop(columns="control").head(top)
+
+
+def call_list(path: Path, top: int) -> pd.DataFrame:
+    """`calls` of a scored file (best first), read a row group at a time until `top` users
+    are found: a month of millions of users is never read whole for a call list."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    found: list[pd.DataFrame] = []
+    wanted = top
+    for index in range(file.metadata.num_row_groups):
+        found.append(calls(file.read_row_group(index).to_pandas(), wanted))
+        wanted -= len(found[-1])
+        if wanted <= 0:
+            break
+    return pd.concat(found, ignore_index=True) if found else calls(pd.read_parquet(path), top)
