@@ -472,20 +472,24 @@ def _take(path: str, index: int, rows: np.ndarray, columns: list[str] | None) ->
 
 
 def gather_rows(
-    cluster: Client, path: Path, rows: np.ndarray, columns: list[str] | None = None
+    cluster: Client | None, path: Path, rows: np.ndarray, columns: list[str] | None = None
 ) -> pd.DataFrame:
     """Rows `rows` (row numbers of the whole file, in any order) of a prepared file, as
     `pd.read_parquet(path).take(rows)` gives them (indexed by their row numbers): each
-    worker reads its row groups and sends only these rows."""
+    worker reads its row groups and sends only these rows; without a cluster, a row group
+    at a time here."""
     starts = _group_starts(path)
     wanted = np.sort(rows)
     group = np.searchsorted(starts, wanted, side="right") - 1
-    tasks = [cluster.submit(_take, str(path.resolve()), int(g), wanted[group == g] - starts[g],
-                            columns, pure=False)
-             for g in np.unique(group)]  # fmt: skip
-    if not tasks:
+    jobs = [(str(path.resolve()), int(g), wanted[group == g] - starts[g], columns)
+            for g in np.unique(group)]  # fmt: skip
+    if not jobs:
         return _group(str(path), 0, columns).iloc[:0]
-    frame = pd.concat(cluster.gather(tasks))
+    if cluster is None:
+        parts = [_take(*job) for job in jobs]
+    else:
+        parts = cluster.gather([cluster.submit(_take, *job, pure=False) for job in jobs])
+    frame = pd.concat(parts)
     frame.index = pd.Index(wanted)
     return frame.loc[rows]
 
@@ -572,3 +576,37 @@ def score_file(
     log.info("dask: scored %d users in %d partitions", sum(sizes), len(parts))
     return summarise(merged, float(contract["threshold"]), online_columns, params.decision,
                      reason_names, unexplained)  # fmt: skip
+
+
+def _observed(path: str, piece: Piece, spec: dict) -> list[dict]:
+    from churn.model import feature_names, observed_features
+
+    return observed_features(spec, _piece(path, piece, feature_names(spec)))
+
+
+def training_split(cluster: Client, path: Path, spec: dict, params: Params):
+    """train's `TrainingSplit` of a prepared file on the cluster: the label column read
+    here (the samples are stratified on it), the contract's observed values computed per
+    piece on the workers and merged, and only the rows of the CV and fit samples (and
+    the first 100: MLflow's example) gathered: the same samples as the local engine's."""
+    from churn.model import feature_names, merge_observed, sample_index
+    from churn.train import TrainingSplit
+
+    p, names, label = params.train, feature_names(spec), spec["label"]
+    y = pd.read_parquet(path, columns=[label])[label].astype(int)
+    every = np.arange(len(y))
+    cv_rows = sample_index(y, p.cv_max_rows, params.random_state)
+    fit_rows = sample_index(y, p.fit_max_rows, params.random_state)
+    cv_rows = every if cv_rows is None else cv_rows
+    fit_rows = every if fit_rows is None else fit_rows
+    wanted = np.union1d(np.union1d(cv_rows, fit_rows), every[:100])
+    rows = gather_rows(cluster, path, wanted, names)
+    resolved = str(path.resolve())
+    parts = [cluster.submit(_observed, resolved, piece, spec)
+             for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip
+    observed = merge_observed(cluster.gather(parts))
+    log.info("dask: gathered %d of %d training rows (CV %d, fit %d)", len(wanted), len(y),
+             len(cv_rows), len(fit_rows))  # fmt: skip
+    return TrainingSplit(len(y), (rows.loc[cv_rows], y.iloc[cv_rows]),
+                         (rows.loc[fit_rows], y.iloc[fit_rows]), observed,
+                         rows.loc[every[:100]].reset_index(drop=True))  # fmt: skip

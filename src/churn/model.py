@@ -80,12 +80,6 @@ def calibrated(estimator: ClassifierMixin, p: TrainParams, random_state: int) ->
     )
 
 
-def capped_columns(spec: dict, train: pd.DataFrame, max_categories: int) -> list[str]:
-    """Categorical features with more training levels than `max_categories`."""
-    return [f["name"] for f in spec["features"] if f["kind"] == "category"
-            and train[f["name"]].nunique() > max_categories]  # fmt: skip
-
-
 def build_pipeline(
     spec: dict,
     p: TrainParams,
@@ -157,13 +151,13 @@ def fit_pipeline(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series) -> Pipeline:
     return modelfile.normalise(pipeline)
 
 
-def feature_contract(
-    spec: dict, train: pd.DataFrame, model_name: str, threshold: float, capped: tuple = ()
-) -> dict:
-    """Names, kinds, dtypes, categories and observed ranges of the model's inputs."""
+def observed_features(spec: dict, frame: pd.DataFrame) -> list[dict]:
+    """What the contract says of each feature's training values: nullable, the categories,
+    min/max/constant/non_negative of numbers. The values of a frame cut in parts give
+    the whole frame's through `merge_observed`."""
     features = []
     for f in spec["features"]:
-        values = train[f["name"]]
+        values = frame[f["name"]]
         entry: dict = {
             "name": f["name"],
             "kind": f["kind"],
@@ -172,16 +166,51 @@ def feature_contract(
         }
         if f["kind"] == "category":
             entry["categories"] = sorted(values.dropna().astype(str).unique().tolist())
-            if f["name"] in capped:
-                entry["unseen_levels"] = "infrequent"  # the API accepts them
         else:
             present = values.dropna().to_numpy(dtype=float)
-            entry["min"] = float(np.min(present)) if present.size else None
-            entry["max"] = float(np.max(present)) if present.size else None
-            entry["constant"] = bool(present.size and np.min(present) == np.max(present))
-            # never negative in training (counts, money): the API refuses a negative value
-            entry["non_negative"] = bool(present.size and np.min(present) >= 0)
+            _ranged(entry, float(np.min(present)) if present.size else None,
+                    float(np.max(present)) if present.size else None)  # fmt: skip
         features.append(entry)
+    return features
+
+
+def _ranged(entry: dict, low: float | None, high: float | None) -> None:
+    entry["min"], entry["max"] = low, high
+    entry["constant"] = low is not None and low == high
+    # never negative in training (counts, money): the API refuses a negative value
+    entry["non_negative"] = low is not None and low >= 0
+
+
+def merge_observed(parts: list[list[dict]]) -> list[dict]:
+    """`observed_features` of the rows of all `parts` (each the observed of some rows)."""
+    merged = []
+    for entries in zip(*parts, strict=True):
+        entry = {**entries[0], "nullable": any(e["nullable"] for e in entries)}
+        if "categories" in entry:
+            entry["categories"] = sorted({c for e in entries for c in e["categories"]})
+        else:
+            lows = [e["min"] for e in entries if e["min"] is not None]
+            highs = [e["max"] for e in entries if e["max"] is not None]
+            _ranged(entry, min(lows) if lows else None, max(highs) if highs else None)
+        merged.append(entry)
+    return merged
+
+
+def capped_of(observed: list[dict], max_categories: int) -> list[str]:
+    """Categorical features with more training levels than `max_categories`."""
+    return [e["name"] for e in observed
+            if "categories" in e and len(e["categories"]) > max_categories]  # fmt: skip
+
+
+def feature_contract(
+    spec: dict, train: pd.DataFrame | list[dict], model_name: str, threshold: float,
+    capped: tuple = (),
+) -> dict:  # fmt: skip
+    """Names, kinds, dtypes, categories and observed ranges of the model's inputs (`train`:
+    the training rows, or their `observed_features`)."""
+    observed = observed_features(spec, train) if isinstance(train, pd.DataFrame) else train
+    features = [{**e, "unseen_levels": "infrequent"} if e["name"] in capped else dict(e)
+                for e in observed]  # fmt: skip
     return {
         "id": spec["id"],
         "label": spec["label"],
@@ -193,25 +222,32 @@ def feature_contract(
     }
 
 
+def pandas_sample(n_rows: int, size: int, seed: int) -> np.ndarray:
+    """The row numbers `DataFrame.sample(n=size, random_state=seed)` picks, in its order."""
+    return np.random.RandomState(seed).choice(n_rows, size=size, replace=False)
+
+
 def seeded_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
-    """The rows `DataFrame.sample(n=max_rows, random_state=seed)` picks (in its order);
-    None: all of them."""
-    if n_rows <= max_rows:
-        return None
-    return np.random.RandomState(seed).choice(n_rows, size=max_rows, replace=False)
+    """`pandas_sample` of at most max_rows rows; None: all of them, as they are."""
+    return None if n_rows <= max_rows else pandas_sample(n_rows, max_rows, seed)
 
 
 def sample_rows(
     x: pd.DataFrame, y: pd.Series, max_rows: int, random_state: int
 ) -> tuple[pd.DataFrame, pd.Series]:
     """A seeded, stratified sample of at most `max_rows` rows (all rows when fewer)."""
-    if len(x) <= max_rows:
-        return x, y
+    keep = sample_index(y, max_rows, random_state)
+    return (x, y) if keep is None else (x.iloc[keep], y.iloc[keep])
+
+
+def sample_index(y: pd.Series, max_rows: int | None, random_state: int) -> np.ndarray | None:
+    """The sorted row numbers of `sample_rows`' sample; None: every row."""
+    if max_rows is None or len(y) <= max_rows:
+        return None
     keep, _ = train_test_split(
-        np.arange(len(x)), train_size=max_rows, random_state=random_state, stratify=y
+        np.arange(len(y)), train_size=max_rows, random_state=random_state, stratify=y
     )
-    keep = np.sort(keep)
-    return x.iloc[keep], y.iloc[keep]
+    return np.sort(keep)
 
 
 def out_of_fold(

@@ -14,12 +14,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from churn import fastpath, modelfile, online, registry, tracking
+from churn import engine, fastpath, modelfile, online, registry, tracking
 from churn.errors import ChurnError
 from churn.evaluate import (
     REPORTS_DIR,
@@ -35,10 +36,13 @@ from churn.io import (
     sha256_file,
     write_json,
 )
-from churn.model import churn_scores, feature_names
+from churn.model import churn_scores, feature_names, pandas_sample
 from churn.params import Params, PromoteParams
 from churn.prepare import PREPARED_DIR
 from churn.train import CONTRACT_FILE, MODEL_FILE, MODELS_DIR
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("churn.promote")
 
@@ -51,6 +55,54 @@ class Candidate:
     sha256: str
     contract: dict
     metrics: dict
+
+
+@dataclass(frozen=True)
+class GateData:
+    """A labelled split as the gates see it: its labels and columns, each model's scores of
+    its rows (None: not scored: no rows, no champion model, or it lacks a column) and a
+    batch of rows for the latency check. `gate_data` makes it of a table in memory; on
+    the dask engine the scores come from the workers (`gate_data_of_file`)."""
+
+    y: np.ndarray
+    columns: list[str]
+    candidate: np.ndarray | None
+    champion: np.ndarray | None
+    batch: pd.DataFrame
+
+
+def gate_data(
+    frame: pd.DataFrame, label: str, candidate: Any, names: list[str], champion: Any | None,
+    champion_names: list[str],
+) -> GateData:  # fmt: skip
+    y = frame[label].astype(int).to_numpy() if label in frame.columns else np.zeros(0, int)
+    rows = len(frame) > 0
+    scores = churn_scores(candidate, frame, names) if rows else None
+    usable = rows and champion is not None and all(n in frame.columns for n in champion_names)
+    champ = churn_scores(champion, frame, champion_names) if usable else None
+    return GateData(y, list(frame.columns), scores, champ, frame[names])
+
+
+def gate_data_of_file(
+    cluster: Client | None, path: Path, label: str, candidate: Any, names: list[str],
+    champion: Any | None, champion_names: list[str], partition_rows: int,
+) -> GateData:  # fmt: skip
+    """`gate_data` of a prepared file: read here (local engine), or scored on the workers
+    with only the labels and a latency batch here (dask)."""
+    if cluster is None:
+        return gate_data(pd.read_parquet(path), label, candidate, names, champion,
+                         champion_names)  # fmt: skip
+    import pyarrow.parquet as pq
+
+    columns = pq.ParquetFile(path).schema_arrow.names
+    y = pd.read_parquet(path, columns=[label])[label].astype(int).to_numpy()
+    if not len(y):
+        return GateData(y, columns, None, None, engine.gather_rows(cluster, path, y, names))
+    usable = champion is not None and all(n in columns for n in champion_names)
+    models, inputs = [candidate, champion] if usable else [candidate], [names, champion_names]
+    scores = engine.file_scores(cluster, path, models, inputs[: len(models)], partition_rows)
+    batch = engine.gather_rows(cluster, path, pandas_sample(len(y), min(len(y), 1000), 0), names)
+    return GateData(y, columns, scores[0], scores[1] if usable else None, batch)
 
 
 def gate(name: str, value: Any, threshold: Any, ok: bool | None, detail: str = "") -> dict:
@@ -83,17 +135,21 @@ def evaluate_gates(
     candidate: Candidate,
     champion: dict | None,
     champion_model: Any | None,
-    test: pd.DataFrame,
-    later: pd.DataFrame,
+    test: pd.DataFrame | GateData,
+    later: pd.DataFrame | GateData,
     drift: dict | None,
     rolled_back: set[str],
     p: PromoteParams,
     threshold: float,
 ) -> tuple[list[dict], float]:
-    """Every gate with value, threshold and verdict; also the measured latency (ms)."""
+    """Every gate with value, threshold and verdict; also the measured latency (ms).
+    `test`, `later`: the test split and the next labelled month (no rows without one)."""
     names = feature_names({"features": candidate.contract["features"]})
-    y = test[candidate.contract["label"]].astype(int).to_numpy()
-    scores = churn_scores(candidate.model, test, names)
+    champ = champ_names(champion, names)
+    test, later = (gate_data(split, candidate.contract["label"], candidate.model, names,
+                             champion_model, champ) if isinstance(split, pd.DataFrame) else split
+                   for split in (test, later))  # fmt: skip
+    y, scores = test.y, test.candidate
     m = candidate.metrics
     gates = [
         gate("quality_floor_roc_auc", m["roc_auc"], p.min_roc_auc, m["roc_auc"] >= p.min_roc_auc),
@@ -103,11 +159,9 @@ def evaluate_gates(
         gates.append(gate("non_regression", None, p.margin, True, "no champion yet"))
     else:
         cand_value = compute_metrics(y, scores, threshold, 0)[p.metric]
-        champ = champ_names(champion, names)
         lacking = [n for n in champ if n not in test.columns]
-        if champion_model is not None and not lacking:
-            champ_scores = churn_scores(champion_model, test, champ)
-            champ_value = compute_metrics(y, champ_scores, threshold, 0)[p.metric]
+        if test.champion is not None:
+            champ_value = compute_metrics(y, test.champion, threshold, 0)[p.metric]
             basis = "both scored on this test set"
         else:
             champ_value = (champion.get("metrics") or {}).get(p.metric)
@@ -124,8 +178,7 @@ def evaluate_gates(
             detail = f"{p.metric} {cand_value:.4f} vs champion {champ_value:.4f}; {basis}"
             ok = delta >= p.margin
             gates.append(gate("non_regression", round(delta, 6), p.margin, ok, detail))
-    gates += out_of_time_gates(candidate, champion_model, champ_names(champion, names), later,
-                               p, threshold)  # fmt: skip
+    gates += out_of_time_gates(candidate, later, p, threshold)
     if champion is None or not _features(champion):
         gates.append(gate("feature_contract", [], None, True, "no champion contract to match"))
     else:
@@ -147,7 +200,7 @@ def evaluate_gates(
     gates.append(gate("sanity_positive_rate", round(rate, 6), band, band[0] <= rate <= band[1]))
     # Measured, so informational only: a verdict that depends on the CPU's load would make
     # the same inputs promote on a quiet machine and skip on a busy one.
-    latency = batch_latency_ms(candidate.model, test[names])
+    latency = batch_latency_ms(candidate.model, test.batch)
     detail = ("1 000-row batch, one thread; informational (a timing is not a function of the "
               "inputs): the measured value goes to registry/<name>/history.jsonl")  # fmt: skip
     gates.append(gate("sanity_latency", None, p.latency_budget_ms, None, detail))
@@ -169,24 +222,17 @@ def champ_names(champion: dict | None, fallback: list[str]) -> list[str]:
 
 
 def out_of_time_gates(
-    candidate: Candidate,
-    champion_model: Any | None,
-    champion_names: list[str],
-    later: pd.DataFrame,
-    p: PromoteParams,
-    threshold: float,
+    candidate: Candidate, later: GateData, p: PromoteParams, threshold: float
 ) -> list[dict]:
     """Next month's labels, the number to trust: the candidate's ROC AUC on the first
     labelled month after its training snapshot against a floor, and against the champion's
     on the same rows. Without such a month there is nothing to check (informational)."""
     as_of = (candidate.metrics.get("oot") or {}).get("as_of")
-    label = candidate.contract["label"]
-    if later.empty or as_of is None or later[label].nunique() < 2:
+    y = later.y
+    if not len(y) or as_of is None or len(np.unique(y)) < 2:
         return [gate("out_of_time_roc_auc", None, p.min_oot_roc_auc, None,
                      "no later month with both outcomes labelled: nothing to check")]  # fmt: skip
-    y = later[label].astype(int).to_numpy()
-    names = feature_names({"features": candidate.contract["features"]})
-    value = compute_metrics(y, churn_scores(candidate.model, later, names), threshold, 0)
+    value = compute_metrics(y, later.candidate, threshold, 0)
     cand = value["roc_auc"]
     where = f"next month {as_of}, {len(y)} users"
     if p.min_oot_roc_auc is None:
@@ -195,10 +241,9 @@ def out_of_time_gates(
     else:
         gates = [gate("out_of_time_roc_auc", cand, p.min_oot_roc_auc, cand >= p.min_oot_roc_auc,
                       f"{where}; promote.min_oot_roc_auc")]  # fmt: skip
-    if champion_model is None or any(n not in later.columns for n in champion_names):
+    if later.champion is None:
         return gates
-    champ = compute_metrics(y, churn_scores(champion_model, later, champion_names),
-                            threshold, 0)["roc_auc"]  # fmt: skip
+    champ = compute_metrics(y, later.champion, threshold, 0)["roc_auc"]
     delta = round(cand - champ, 6)
     gates.append(gate("out_of_time_vs_champion", delta, -p.max_oot_drop, delta >= -p.max_oot_drop,
                       f"roc_auc {cand:.4f} vs champion {champ:.4f} on {where}; "
@@ -339,8 +384,6 @@ def run(
         write_served(registry_dir, reports_dir)
         return report
 
-    test = pd.read_parquet(prepared_dir / "test.parquet")
-    later = pd.read_parquet(prepared_dir / "oot.parquet")  # no rows without a later month
     drift_path = reports_dir / "drift.json"
     drift = read_json(drift_path) if drift_path.exists() else None
     history = registry.read_history(registry_dir)
@@ -355,6 +398,14 @@ def run(
                 "--repair` to decide against its recorded metrics"
             )
         log.warning("%s; deciding against its recorded metrics", unusable)
+    names = feature_names({"features": candidate.contract["features"]})
+    champ = champ_names(champion, names)
+    label = candidate.contract["label"]
+    with engine.maybe_client(params) as cluster:  # the splits scored on workers (dask)
+        test, later = (gate_data_of_file(cluster, prepared_dir / name, label, candidate.model,
+                                         names, champion_model, champ,
+                                         params.dask.partition_rows)
+                       for name in ("test.parquet", "oot.parquet"))  # fmt: skip
     gates, latency = evaluate_gates(candidate, champion, champion_model, test, later, drift,
                                     rolled_back, p,
                                     float(candidate.contract["threshold"]))  # fmt: skip
@@ -421,9 +472,13 @@ def _compile_for_serving(candidate: Candidate, prepared_dir: Path) -> str | None
     """compiled.json beside the stored model (a linear one), so that no `churn serve` of it
     needs sklearn, not even the first (churn.fastpath); its sha256, which the champion
     records (serving uses no other bytes), or None for a model without one."""
-    online = pd.read_parquet(prepared_dir / "online_features.parquet")
-    payload = fastpath.compiled_for(candidate.model, fastpath.check_sample(online),
-                                    candidate.sha256)  # fmt: skip
+    path = prepared_dir / registry.ONLINE_FILES[0]
+    users = pq.ParquetFile(path).metadata.num_rows
+    # fastpath.check_sample's rows, read a row group at a time
+    sample = engine.gather_rows(
+        None, path, pandas_sample(users, min(users, fastpath.CHECK_ROWS), 0)
+    )
+    payload = fastpath.compiled_for(candidate.model, sample, candidate.sha256)
     if payload is None:
         return None
     path = registry.store_path(candidate.sha256).parent / fastpath.COMPILED_FILE

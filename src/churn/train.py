@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from churn import modelfile, tracking
+from churn import engine, modelfile, tracking
 from churn.decision import (
     customer_values,
     realised_value,
@@ -24,10 +24,11 @@ from churn.errors import ChurnError
 from churn.io import read_json, round_floats, sha256_file, write_json
 from churn.model import (
     build_pipeline,
-    capped_columns,
+    capped_of,
     feature_contract,
     feature_names,
     fit_pipeline,
+    observed_features,
     out_of_fold,
     sample_rows,
 )
@@ -77,11 +78,43 @@ def leaky_features(train: pd.DataFrame, spec: dict, allowed: list[str]) -> dict[
     return {name: auc for name, auc in scores.items() if auc >= LEAK_AUC}
 
 
-def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
+@dataclass(frozen=True)
+class TrainingSplit:
+    """What `fit` takes of the training split: its size, the seeded CV and fit samples
+    (the model's columns and the 0/1 label), the contract's observed values of every row
+    and the first rows (MLflow's input example). `split_here` makes it of a table in
+    memory; the dask engine of a file on a cluster (churn.engine.training_split)."""
+
+    rows: int
+    cv: tuple[pd.DataFrame, pd.Series]
+    fit: tuple[pd.DataFrame, pd.Series]
+    observed: list[dict]
+    example: pd.DataFrame
+
+
+def split_here(train: pd.DataFrame, spec: dict, params: Params) -> TrainingSplit:
+    """`TrainingSplit` of the training rows in memory."""
+    p, names = params.train, feature_names(spec)
+    y = train[spec["label"]].astype(int)
+    # Samples take their rows, then the model's columns: an 8 M-row table is never copied.
+    # CV estimates (search, out-of-fold threshold) on a seeded sample of big tables;
+    xs, ys = sample_rows(train, y, p.cv_max_rows, params.random_state)
+    # the served model on one of very big tables: its memory grows with the rows (~1 GB a
+    # million, calibration folds included), its accuracy had stopped growing long before
+    xf, yf = (train, y) if p.fit_max_rows is None else sample_rows(train, y, p.fit_max_rows,
+                                                                  params.random_state)  # fmt: skip
+    return TrainingSplit(len(train), (xs[names], ys), (xf[names], yf),
+                         observed_features(spec, train), train[names].head(100))  # fmt: skip
+
+
+def fit(train: pd.DataFrame | TrainingSplit, spec: dict, params: Params) -> Trained:
     """Pure: a fitted, calibrated Pipeline, its feature contract and the training summary
-    (CV folds, chosen threshold, search table); refuses features that leak."""
+    (CV folds, chosen threshold, search table); refuses features that leak (checked on
+    the rows the model is fitted on)."""
+    split = train if isinstance(train, TrainingSplit) else split_here(train, spec, params)
     p = params.train
-    leaks = leaky_features(train, spec, p.allow_leaky)
+    (xs, ys), (xf, yf) = split.cv, split.fit
+    leaks = leaky_features(xf.assign(**{spec["label"]: yf}), spec, p.allow_leaky)
     if leaks:
         shown = ", ".join(f"'{n}' (AUC {a:.3f} alone)" for n, a in sorted(leaks.items()))
         raise ChurnError(
@@ -90,22 +123,13 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
             "(or ingest.snapshots.drop_columns), or accept it with train.allow_leaky"
         )
     names = feature_names(spec)
-    capped = capped_columns(spec, train, p.max_categories)
+    capped = capped_of(split.observed, p.max_categories)
+    levels = {e["name"]: len(e.get("categories", ())) for e in split.observed}
     for name in capped:
         log.info("'%s': %d levels; the %d most frequent are kept, the rest are 'infrequent'",
-                 name, train[name].nunique(), p.max_categories - 1)  # fmt: skip
-    y = train[spec["label"]].astype(int)
-    # Samples take their rows, then the model's columns: an 8 M-row table is never copied.
-    # CV estimates (search, out-of-fold threshold) on a seeded sample of big tables;
-    xs, ys = sample_rows(train, y, p.cv_max_rows, params.random_state)
-    xs = xs[names]
-    # the served model on one of very big tables: its memory grows with the rows (~1 GB a
-    # million, calibration folds included), its accuracy had stopped growing long before
-    xf, yf = (train, y) if p.fit_max_rows is None else sample_rows(train, y, p.fit_max_rows,
-                                                                  params.random_state)  # fmt: skip
-    xf = xf[names]
+                 name, levels[name], p.max_categories - 1)  # fmt: skip
     summary: dict = {
-        "rows": len(train),
+        "rows": split.rows,
         "fit_rows": len(xf),
         "cv_rows": len(xs),
         "folds": p.cv_folds,
@@ -117,8 +141,8 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
     else:
         model, settings = p.model, getattr(p, p.model)
     log.info("fitting %s (calibration: %s, %d folds) on %d rows%s", model, p.calibration,
-             p.cv_folds, len(xf), "" if len(xf) == len(train) else
-             f" (a seeded sample of {len(train)}: train.fit_max_rows)")  # fmt: skip
+             p.cv_folds, len(xf), "" if len(xf) == split.rows else
+             f" (a seeded sample of {split.rows}: train.fit_max_rows)")  # fmt: skip
     pipeline = build_pipeline(spec, p, params.random_state, capped, model, settings)
     fit_pipeline(pipeline, xf, yf)
     del xf, yf
@@ -150,7 +174,7 @@ def fit(train: pd.DataFrame, spec: dict, params: Params) -> Trained:
             / len(ys),
         },
     )
-    contract = feature_contract(spec, train, model, threshold, tuple(capped))
+    contract = feature_contract(spec, split.observed, model, threshold, tuple(capped))
     contract["calibration"] = p.calibration
     return Trained(pipeline, contract, round_floats(summary, 6))
 
@@ -197,12 +221,18 @@ def run(
     if not spec_path.exists() or not train_path.exists():
         raise ChurnError(f"{prepared_dir}: prepared data not found; run `churn prepare` first")
     spec = read_json(spec_path)
-    # the model's columns only: 8 M users' ids alone are ~0.5 GB of Python strings
-    train = pd.read_parquet(train_path, columns=[*feature_names(spec), spec["label"]])
-    log.info("training on %d rows x %d features (train.model: %s)", len(train),
-             len(spec["features"]), params.train.model)  # fmt: skip
     params, basis = with_save_rate(params)
-    trained = fit(train, spec, params)
+    with engine.maybe_client(params) as cluster:
+        if cluster is None:
+            # the model's columns only: 8 M users' ids alone are ~0.5 GB of Python strings
+            train = pd.read_parquet(train_path, columns=[*feature_names(spec), spec["label"]])
+            split = split_here(train, spec, params)
+            del train
+        else:  # the samples gathered from the workers (churn.engine)
+            split = engine.training_split(cluster, train_path, spec, params)
+    log.info("training on %d rows x %d features (train.model: %s)", split.rows,
+             len(spec["features"]), params.train.model)  # fmt: skip
+    trained = fit(split, spec, params)
     trained.summary["threshold"]["save_rate"] = {"value": params.decision.save_rate,
                                                  "basis": basis}  # fmt: skip
 
@@ -224,13 +254,12 @@ def run(
             tracking.MODEL_SHA_TAG: model_sha,
             "model": trained.summary["model"],
         }
-        names = feature_names(spec)
         run_id = tracking.log_training_run(
             experiment=params.mlflow.experiment,
             model=trained.model,
             params=model_params(params, trained.summary),
             tags=tags,
-            example=train[names].head(100),
+            example=split.example,
             artifacts=[contract_path, model_path, out_dir / SUMMARY_FILE],  # the exact bytes
             children=child_runs(trained.summary),
         )
