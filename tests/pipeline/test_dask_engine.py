@@ -8,13 +8,16 @@ their users), and a refused snapshot leaves data/raw as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from churn import ingest, prepare
+from churn import drift, evaluate, ingest, modelfile, prepare, promote, score, train
+from churn import engine as dask_engine
 from churn.engine import SCHEDULER_ENV
 from churn.errors import DataValidationError
 from churn.schema import COURSE_TABLES, ID
@@ -70,12 +73,30 @@ def run_both(tmp_path: Path, monkeypatch, **overrides) -> dict[str, Path]:
     return roots
 
 
-def test_default_data_gives_the_same_raw_values_and_prepared_bytes(cluster, tmp_path, monkeypatch):
-    """The default source (7043 users, six months) in four id ranges per table."""
-    roots = run_both(tmp_path, monkeypatch, **{"ingest.synthetic.n_users": 7043,
-                                               "ingest.synthetic.n_months": 6,
-                                               "dask.partition_rows": 2000})  # fmt: skip
-    local, dask = roots["local"], roots["dask"]
+DEFAULT = {"ingest.synthetic.n_users": 7043, "ingest.synthetic.n_months": 6,
+           "dask.partition_rows": 2000}  # fmt: skip
+# the later stages on pieces of 500 rows (12 of the training split, 3 of the test split),
+# and every seeded sample drawn (CV, fit, permutation importance, drift)
+LATER = {
+    **DEFAULT,
+    "dask.partition_rows": 500,
+    "train.cv_max_rows": 2000,
+    "train.fit_max_rows": 3000,
+    "evaluate.importance_rows": 1000,
+    "drift.max_rows": 3000,
+}
+
+
+@pytest.fixture(scope="module")
+def default_roots(cluster, tmp_path_factory) -> dict[str, Path]:
+    """The default source (7043 users, six months) through ingest and prepare with each
+    engine, in four id ranges per table on dask."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run_both(tmp_path_factory.mktemp("default"), monkeypatch, **DEFAULT)
+
+
+def test_default_data_gives_the_same_raw_values_and_prepared_bytes(default_roots):
+    local, dask = default_roots["local"], default_roots["dask"]
     parts = sorted(p.name for p in (dask / "data/raw/2024-01-31/users.parquet").iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(4)]
     assert (local / "data/raw/manifest.json").read_text() == (
@@ -86,6 +107,59 @@ def test_default_data_gives_the_same_raw_values_and_prepared_bytes(cluster, tmp_
             pd.testing.assert_frame_equal(raw_table(dask, as_of, t.name),
                                           raw_table(local, as_of, t.name))  # fmt: skip
     assert digests(dask / "data/prepared") == digests(local / "data/prepared")
+
+
+def test_train_evaluate_drift_and_promote_equal_the_local_engine(default_roots, monkeypatch):
+    """train (samples and contract from the pieces), evaluate (scored on the workers),
+    drift (samples gathered) and promote's report: the same bytes on both engines."""
+    for engine in ("local", "dask"):
+        monkeypatch.chdir(default_roots[engine])
+        p = small_params(engine=engine, **LATER)
+        train.run(p, track=False)
+        evaluate.run(p, track=False)
+        drift.run(p)
+        promote.run(p, dry_run=True)
+    local, dask = default_roots["local"], default_roots["dask"]
+    assert digests(dask / "models") == digests(local / "models")
+    assert json.loads((local / "models/training.json").read_text())["fit_rows"] == 3000
+    assert digests(dask / "reports") == digests(local / "reports")
+    assert (local / "reports/drift.json").exists() and (local / "reports/promotion.json").exists()
+
+
+def test_scores_and_gate_data_equal_the_local_engine(default_roots, tmp_path):
+    """score's file and report, and promote's GateData with a champion that scores too
+    (the candidate's model on other columns' order), from the workers and from here."""
+    root = default_roots["local"]
+    prepared = root / "data/prepared"
+    model = modelfile.load(root / "models/model.skops")
+    contract = json.loads((root / "models/feature_contract.json").read_text())
+    spec = json.loads((prepared / "features.json").read_text())
+    names = [f["name"] for f in contract["features"]]
+    online = prepared / "online_features.parquet"
+    p = small_params(engine="dask", **LATER)
+    labels = pd.read_parquet(prepared / "oot.parquet").set_index(ID)[spec["label"]].astype(int)
+    with dask_engine.client(p.dask) as client:
+        for given, drop in ((None, False), (labels, False), (labels.iloc[::2], True)):
+            for path in tmp_path.glob("*.parquet"):
+                path.unlink()
+            here = score._score_here(online, tmp_path / "here.parquet", model, contract, spec,
+                                     p, given, drop)  # fmt: skip
+            there = dask_engine.score_file(client, online, tmp_path / "there.parquet", model,
+                                      contract, spec, p, given, drop)  # fmt: skip
+            assert there == here and here is not None
+            assert digests_of(tmp_path / "there.parquet") == digests_of(tmp_path / "here.parquet")
+        for name in ("test.parquet", "oot.parquet"):
+            args = (prepared / name, spec["label"], model, names, model, names[::-1])
+            local_data = promote.gate_data_of_file(None, *args, 500)
+            dask_data = promote.gate_data_of_file(client, *args, 500)
+            for field in ("y", "candidate", "champion"):
+                np.testing.assert_array_equal(getattr(dask_data, field),
+                                              getattr(local_data, field))  # fmt: skip
+            assert dask_data.columns == local_data.columns and len(dask_data.batch) == 1000
+
+
+def digests_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def partitioned_snapshots(root: Path, n_users: int = 80) -> Path:

@@ -1,8 +1,17 @@
-"""churn.engine's pure parts, without a cluster: the id ranges and the typed shape."""
+"""churn.engine's pure parts, without a cluster: the id ranges, the typed shape, the pieces
+of a prepared file and the contract's observed values merged from them."""
 
 from __future__ import annotations
 
-from churn.engine import _id_ranges, _meta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churn.engine import _id_ranges, _meta, gather_rows, pieces
+from churn.model import merge_observed, observed_features
 from churn.schema import COURSE_TABLES, LABEL_TABLE
 
 
@@ -31,3 +40,37 @@ def test_the_typed_shape_follows_missing_cells_over_the_whole_table():
     assert str(_meta(subscriptions, some).dtypes["months_active"]) == "float64"
     assert str(_meta(subscriptions, none).dtypes["plan_stream_tv"]) == "bool"
     assert str(_meta(subscriptions, some).dtypes["plan_stream_tv"]) == "boolean"
+
+
+def two_groups(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A parquet file of 10 rows in row groups of 6 and 4."""
+    frame = pd.DataFrame({"x": np.arange(10.0), "plan": list("aabbccddee")})
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=6)
+    return path, frame
+
+
+def test_pieces_cut_row_groups_at_partition_rows_in_file_order(tmp_path):
+    path, _ = two_groups(tmp_path)
+    assert pieces(path, 4) == [(0, 0, 4), (0, 4, 6), (1, 0, 4)]
+    assert pieces(path, 100) == [(0, 0, 6), (1, 0, 4)]
+
+
+def test_gathered_rows_are_the_rows_taken_in_the_order_asked(tmp_path):
+    path, frame = two_groups(tmp_path)
+    rows = np.array([9, 0, 7, 3])
+    pd.testing.assert_frame_equal(gather_rows(None, path, rows), frame.take(rows))
+    assert gather_rows(None, path, np.array([], dtype=int), ["x"]).empty
+
+
+SPEC = {"features": [{"name": "x", "kind": "numeric"}, {"name": "plan", "kind": "category"}]}
+
+
+def test_observed_values_of_parts_merge_into_the_whole_tables():
+    frame = pd.DataFrame({"x": [np.nan, -1.0, 5.0, 2.0, np.nan, np.nan],
+                          "plan": ["b", None, "a", "c", None, None]})  # fmt: skip
+    parts = [frame.iloc[:2], frame.iloc[2:4], frame.iloc[4:], frame.iloc[:0]]
+    merged = merge_observed([observed_features(SPEC, p) for p in parts])
+    assert merged == observed_features(SPEC, frame)
+    assert merged[0]["min"] == -1.0 and merged[0]["non_negative"] is False
+    assert merged[1]["categories"] == ["a", "b", "c"] and merged[1]["nullable"] is True
