@@ -5,14 +5,15 @@
   host w2  the same
   host c   the client: `dvc repro` with CHURN_DASK_SCHEDULER=tcp://<s>:8786
 
-The repo first runs the pipeline up to train with engine: local. Then engine: dask: `dvc repro`
+The repo first runs the whole pipeline with engine: local. Then engine: dask: `dvc repro`
 on c reruns ingest (its parts change form) and prepare, both on the cluster; prepare's
 outputs are the local engine's bytes, so nothing after it runs (the model is the same).
 While prepare runs, worker w1 is killed with SIGKILL after the first of its three
 snapshots is written: the scheduler gives its work to w2 (dask recomputes the id ranges
-w1 held), the run finishes, and data/ holds no half-written folder. The workers run in
-their own folders: the parts they write land in the repo through its absolute path, as on
-a shared filesystem. Every packet stays inside these namespaces. Skipped, with the reason,
+w1 held), the run finishes, and data/ holds no half-written folder. Then train, evaluate
+and score are forced to run again on what is left of the cluster (w2): their outputs are
+the local engine's bytes. The workers run in their own folders: the parts they write land
+in the repo through its absolute path, as on a shared filesystem. Every packet stays inside these namespaces. Skipped, with the reason,
 only where `ip netns` is refused.
 """
 
@@ -73,21 +74,32 @@ def cluster(tmp_path):
         net.teardown()
 
 
+LATER = ("train", "evaluate", "score")  # after prepare (drift on dask: tests/pipeline)
+OUTPUTS = ("data/prepared", "models", "data/scored", "reports")
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    found = {}
+    for folder in OUTPUTS:
+        found.update({f"{folder}/{k}": v for k, v in digests(repo / folder).items()})
+    return found
+
+
 def test_dvc_repro_on_a_three_host_cluster_survives_a_worker_killed_mid_prepare(cluster, tmp_path):
     (tmp_path / "repo").mkdir()
     repo = make_repo(tmp_path / "repo", n_users=6000, n_months=3)
-    first = dvc(repo, "repro", "train")  # up to the model: what the engine could change
-    assert ran_stages(first) == ["ingest", "prepare", "decide", "train"]
-    prepared, models = digests(repo / "data/prepared"), digests(repo / "models")
-    local_outs = {s: lock_outs(repo, s) for s in ("prepare", "train")}
+    first = dvc(repo, "repro")
+    assert ran_stages(first)[-1] == "score"
+    local = outputs(repo)
+    local_outs = {s: lock_outs(repo, s) for s in ("prepare", *LATER)}
 
     set_param(repo, "engine", "dask")
-    set_param(repo, "dask.partition_rows", 1000)  # six id ranges per table
+    set_param(repo, "dask.partition_rows", 1000)  # six id ranges per table, pieces of 1000
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
+           "CHURN_DASK_SCHEDULER": SCHEDULER, "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
     repro = subprocess.Popen(
-        cluster.command("c", str(BIN / "dvc"), "repro", "train"), cwd=repo, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
-             "CHURN_DASK_SCHEDULER": SCHEDULER, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        cluster.command("c", str(BIN / "dvc"), "repro"), cwd=repo, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     lines, killed_at = [], None
     deadline = time.monotonic() + 600
@@ -110,8 +122,19 @@ def test_dvc_repro_on_a_three_host_cluster_survives_a_worker_killed_mid_prepare(
     result = subprocess.CompletedProcess([], 0, output, "")
     assert ran_stages(result) == ["ingest", "prepare"], output[-4000:]  # the rest: unchanged
     assert "Stage 'train' didn't change" in output
-    assert digests(repo / "data/prepared") == prepared and digests(repo / "models") == models
-    assert {s: lock_outs(repo, s) for s in ("prepare", "train")} == local_outs
+    assert outputs(repo) == local
     parts = sorted(p.name for p in (repo / "data/raw/2024-01-31/users.parquet").iterdir())
     assert parts == [f"part-{i:05d}.parquet" for i in range(6)]
     assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".")]
+
+    # the stages after prepare, on the cluster (w2 alone now): the local engine's bytes
+    later = subprocess.run(cluster.command("c", str(BIN / "dvc"), "repro", "-f", "-s", *LATER),
+                           cwd=repo, text=True, capture_output=True, env=env)  # fmt: skip
+    text = later.stdout + later.stderr
+    assert later.returncode == 0, text[-6000:]
+    assert ran_stages(later) == list(LATER)
+    for done in ("dask: gathered", "dask: scored 6000 users in 6 partitions"):
+        assert done in text, text[-4000:]
+    assert text.count(f"dask: joining the cluster at {SCHEDULER}") == len(LATER)
+    assert outputs(repo) == local
+    assert {s: lock_outs(repo, s) for s in ("prepare", *LATER)} == local_outs
