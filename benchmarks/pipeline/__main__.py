@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,29 +52,41 @@ def run(repo: Path, *args: str, env: dict[str, str]) -> float:
     return elapsed
 
 
-def write_lake(repo: Path, params: dict, partition_rows: int) -> dict:
+def write_lake(repo: Path, params: dict, partition_rows: int, chunk_users: int) -> dict:
     """The synthetic months as a lake: data/external/lake/<as_of>/<table>.parquet/part-*.
-    Returns the size of the largest month's tables in memory (pandas, deep) and on disk."""
+    Users are generated chunk_users at a time (one month of 30 M users would need ~22 GB
+    in this process): chunk k is its own synthetic population (seed + k) whose ids are
+    renumbered after the chunks before it. Returns the size of a month's tables in
+    memory (pandas, deep; the sum over the chunks) and of the lake on disk."""
     sys.path.insert(0, str(ROOT / "src"))
     from churn import synthetic
     from churn.params import SyntheticParams
+    from churn.schema import ID
 
     lake = repo / "data" / "external" / "lake"
-    month_mb = 0.0
-    for as_of, tables in synthetic.generate(SyntheticParams(**params["ingest"]["synthetic"])):
-        in_memory = 0
-        for name, frame in tables.items():
-            in_memory += int(frame.memory_usage(deep=True).sum())
-            folder = lake / as_of / f"{name}.parquet"
-            folder.mkdir(parents=True)
-            for i, start in enumerate(range(0, len(frame), partition_rows)):
-                frame.iloc[start : start + partition_rows].to_parquet(
-                    folder / f"part-{i:05d}.parquet", index=False
-                )
-        month_mb = max(month_mb, in_memory / 2**20)
-        print(f"  lake: {as_of} written ({in_memory / 2**20:.0f} MB in memory)", flush=True)
+    base = SyntheticParams(**params["ingest"]["synthetic"])
+    width = len(str(base.n_users))
+    month_mb: dict[str, float] = {}
+    for k, offset in enumerate(range(0, base.n_users, chunk_users)):
+        size = min(chunk_users, base.n_users - offset)
+        chunk = base.model_copy(update={"n_users": size, "seed": base.seed + k})
+        ids = np.array([f"SF-{i:0{width}d}" for i in range(offset + 1, offset + size + 1)],
+                       dtype=object)  # fmt: skip
+        for as_of, tables in synthetic.generate(chunk):
+            for name, frame in tables.items():
+                position = frame[ID].str.slice(3).astype("int64").to_numpy() - 1
+                frame[ID] = ids[position]
+                month_mb[as_of] = month_mb.get(as_of, 0.0) + frame.memory_usage(deep=True).sum()
+                folder = lake / as_of / f"{name}.parquet"
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, start in enumerate(range(0, len(frame), partition_rows)):
+                    frame.iloc[start : start + partition_rows].to_parquet(
+                        folder / f"part-{k:03d}-{i:05d}.parquet", index=False
+                    )
+            print(f"  lake: {as_of} users {offset + 1}..{offset + size} written", flush=True)
     disk = sum(p.stat().st_size for p in lake.rglob("*") if p.is_file()) / 2**20
-    return {"month_in_memory_mb": round(month_mb, 1), "lake_on_disk_mb": round(disk, 1)}
+    return {"month_in_memory_mb": round(max(month_mb.values()) / 2**20, 1),
+            "lake_on_disk_mb": round(disk, 1)}  # fmt: skip
 
 
 def make_repo(n_users: int, n_months: int, drift_from_month: int = 1, **params_set: str) -> Path:
@@ -129,7 +142,7 @@ def bench_size(n_users: int, n_months: int, noop_repeats: int, dask: dict | None
         if dask:
             print(f"[{n_users} users x {n_months} months] writing the lake ...", flush=True)
             lake = write_lake(repo, yaml.safe_load((repo / "params.yaml").read_text()),
-                              dask["partition_rows"])  # fmt: skip
+                              dask["partition_rows"], dask["lake_chunk_users"])  # fmt: skip
         print(f"[{n_users} users x {n_months} months] full dvc repro ...", flush=True)
         full = run(repo, str(BIN / "dvc"), "repro", env=env)
         stages = [json.loads(line) for line in stage_log.read_text().splitlines()]
@@ -318,12 +331,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="dask: LocalCluster workers")
     parser.add_argument("--memory-limit", default="3GB", help="dask: limit per worker")
     parser.add_argument("--partition-rows", type=int, default=1_000_000, help="dask: part size")
+    parser.add_argument("--lake-chunk-users", type=int, default=5_000_000,
+                        help="dask: users generated at a time for the lake")  # fmt: skip
     args = parser.parse_args()
     name = "scale" if args.engine == "dask" else "pipeline"
     dask = None
     if args.engine == "dask":
         dask = {"workers": args.workers, "memory_limit": args.memory_limit,
-                "partition_rows": args.partition_rows}  # fmt: skip
+                "partition_rows": args.partition_rows,
+                "lake_chunk_users": args.lake_chunk_users}  # fmt: skip
     path = RESULTS / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     results["machine"] = (
