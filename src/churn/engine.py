@@ -22,6 +22,12 @@ prepare: range i of every table is joined on a worker by `join_tables` and `feat
 (no shuffle: ingest cut the tables alike). The split is drawn here by `draw_split` from
 the gathered labels; the split's rows are shuffled into its order, and every file is
 written from the ranges in order through `ParquetStream`: the local engine's bytes.
+
+train, evaluate, drift, promote and score read a prepared file in `pieces` (its row
+groups cut at partition_rows) on the workers, the model shipped once to each: what
+comes back is a number per row (scores, labels) or a seeded sample (`gather_rows`), never
+the table. score's rows are made per piece by the local `user_rows` and shuffled into
+rank order, as prepare's splits. Every output is the local engine's bytes.
 """
 
 from __future__ import annotations
@@ -414,7 +420,7 @@ def prepare_snapshot(
     return written
 
 
-# --- prepared files on the cluster: score, evaluate, train -------------------------------
+# --- the prepared files on the cluster: train, evaluate, drift, promote, score -----------
 
 
 @contextmanager
@@ -550,6 +556,8 @@ def score_file(
     the gathered probabilities; the scored file written in rank order (a shuffle, as
     prepare's splits) with the local engine's bytes. Returns (report, gains) of
     `score.summarise`, or None when no user is left to score."""
+    import pyarrow.parquet as pq
+
     from churn.score import ranking, summarise
 
     shipped = cluster.scatter(model, broadcast=True, hash=False)
@@ -569,11 +577,10 @@ def score_file(
                              decile[starts[i]:starts[i + 1]], pure=False)
               for i, part in enumerate(parts)]  # fmt: skip
     schema = cluster.submit(_schema, tables[int(np.argmax(sizes))]).result()
+    del parts  # the workers keep only the ranked tables
     _write_split(cluster, tables, sizes, order, out, schema, params.dask.partition_rows)
-    import pyarrow.parquet as pq
-
     online_columns = pq.ParquetFile(path).schema_arrow.names
-    log.info("dask: scored %d users in %d partitions", sum(sizes), len(parts))
+    log.info("dask: scored %d users in %d partitions", sum(sizes), len(sizes))
     return summarise(merged, float(contract["threshold"]), online_columns, params.decision,
                      reason_names, unexplained)  # fmt: skip
 
