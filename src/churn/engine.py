@@ -236,6 +236,18 @@ def _source(p: IngestParams, partition_rows: int) -> Iterator[tuple[str, dict, d
                          "snapshots); ingest.source table runs with engine: local")  # fmt: skip
 
 
+def _gather_all(cluster: Client, futures: list) -> list:
+    """The results; when one task fails, the others are let finish first: a worker still
+    writing a part would otherwise recreate the staging folder the stage removes."""
+    from distributed import wait
+
+    try:
+        return cluster.gather(futures)
+    except Exception:
+        wait(futures)
+        raise
+
+
 def _id_ranges(stats: dict[str, list[dict]], partition_rows: int) -> tuple[str, ...]:
     """Division points of the id ranges: about partition_rows users each, from the sorted
     samples of every partition (the same data gives the same ranges)."""
@@ -294,7 +306,7 @@ def ingest_snapshots(
             folder = (out_dir / as_of).resolve()  # the workers' cwd is not ours
             writes = [delayed(_check_and_write)(i, one, files, folder, metas, schemas)
                       for i, one in enumerate(ranges)]  # fmt: skip
-            users = sum(cluster.gather(cluster.compute(writes)))
+            users = sum(_gather_all(cluster, cluster.compute(writes)))
             log.info("dask: snapshot %s: %d users in %d id ranges", as_of, users, len(writes))
             yield as_of, users, metas
 
@@ -433,6 +445,17 @@ def maybe_client(params: Params) -> Iterator[Client | None]:
         yield cluster
 
 
+def _same(value: object) -> object:
+    return value
+
+
+def ship(cluster: Client, value: object):
+    """`value` (a model, a small table) on the cluster as the result of a task that holds
+    it, not as scattered data: each worker that needs it fetches it once, and a copy lost
+    with a worker is recomputed from the task (scattered data would be gone for good)."""
+    return cluster.submit(_same, value, pure=False)
+
+
 Piece = tuple[int, int, int]  # (row group, first row, end row) of a prepared file
 
 
@@ -511,8 +534,8 @@ def file_scores(
     cluster: Client, path: Path, models: list, names: list[list[str]], partition_rows: int
 ) -> list[np.ndarray]:
     """Each model's `churn_scores` of every row of a prepared file, in file order: a piece
-    per task, every model shipped once to each worker (scatter, broadcast)."""
-    shipped = cluster.scatter(models, broadcast=True, hash=False)
+    per task, the models shipped once to each worker (`ship`)."""
+    shipped = ship(cluster, models)
     tasks = [cluster.submit(_scores, str(path.resolve()), piece, shipped, names, pure=False)
              for piece in pieces(path, partition_rows)]  # fmt: skip
     per_group = cluster.gather(tasks)
@@ -520,7 +543,9 @@ def file_scores(
 
 
 def _score_part(path: str, piece: Piece, model, contract: dict, spec: dict, params: Params,
-                labels: pd.Series | None, drop_labelled: bool):  # fmt: skip
+                labels: pd.Series | None, drop_labelled: bool) -> tuple:  # fmt: skip
+    """One piece's `user_rows`, its table as Arrow (a third of pandas' memory for the
+    reason texts, which wait on the worker for the ranks)."""
     from churn.decision import control_draw
     from churn.score import user_rows
 
@@ -529,22 +554,26 @@ def _score_part(path: str, piece: Piece, model, contract: dict, spec: dict, para
         online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
     held_out = control_draw(online[spec["id"]], spec["online_as_of"], params.random_state,
                             params.decision.control_share)  # fmt: skip
-    return user_rows(model, contract, online, spec["id"], params.decision, labels,
+    rows = user_rows(model, contract, online, spec["id"], params.decision, labels,
                      control_draw=held_out)  # fmt: skip
+    table = pa.Table.from_pandas(rows.table, preserve_index=False)
+    return table, rows.numbers, rows.reason_names, rows.unexplained
 
 
-def _numbers(rows) -> dict[str, np.ndarray]:
-    return rows.numbers
+def _numbers(part: tuple) -> dict[str, np.ndarray]:
+    return part[1]
 
 
-def _explained(rows) -> tuple[list[str], str | None]:
-    return rows.reason_names, rows.unexplained
+def _explained(part: tuple) -> tuple[list[str], str | None]:
+    return part[2], part[3]
 
 
-def _ranked(rows, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
-    from churn.score import with_ranks
-
-    return pa.Table.from_pandas(with_ranks(rows.table, rank, decile), preserve_index=False)
+def _ranked(part: tuple, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
+    """The piece's rows with their rank and decile, where `score.with_ranks` puts them."""
+    table = part[0]
+    at = table.schema.get_field_index("expected_value") + 1
+    table = table.add_column(at, "rank", pa.array(rank, pa.int64()))
+    return table.add_column(at + 1, "decile", pa.array(decile, pa.int64()))
 
 
 def score_file(
@@ -552,7 +581,7 @@ def score_file(
     labels: pd.Series | None, drop_labelled: bool,
 ):  # fmt: skip
     """score's work on the cluster: each piece of the online table scored (with
-    reasons) on a worker by `user_rows`, the champion shipped once to each; the ranks from
+    reasons) on a worker by `user_rows`, the champion shipped once to each (`ship`); the ranks from
     the gathered probabilities; the scored file written in rank order (a shuffle, as
     prepare's splits) with the local engine's bytes. Returns (report, gains) of
     `score.summarise`, or None when no user is left to score."""
@@ -560,8 +589,8 @@ def score_file(
 
     from churn.score import ranking, summarise
 
-    shipped = cluster.scatter(model, broadcast=True, hash=False)
-    label_data = cluster.scatter(labels, broadcast=True, hash=False) if labels is not None else None
+    shipped = ship(cluster, model)
+    label_data = ship(cluster, labels) if labels is not None else None
     parts = [cluster.submit(_score_part, str(path.resolve()), piece, shipped, contract, spec,
                             params, label_data, drop_labelled, pure=False)
              for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip

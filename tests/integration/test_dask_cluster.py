@@ -13,8 +13,8 @@ snapshots is written: the scheduler gives its work to w2 (dask recomputes the id
 w1 held), the run finishes, and data/ holds no half-written folder. Then train, evaluate
 and score are forced to run again on what is left of the cluster (w2): their outputs are
 the local engine's bytes. The workers run in their own folders: the parts they write land
-in the repo through its absolute path, as on a shared filesystem. Every packet stays inside these namespaces. Skipped, with the reason,
-only where `ip netns` is refused.
+in the repo through its absolute path, as on a shared filesystem. Every packet stays
+inside these namespaces. Skipped, with the reason, only where `ip netns` is refused.
 """
 
 from __future__ import annotations

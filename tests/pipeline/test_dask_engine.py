@@ -243,3 +243,29 @@ def test_whole_table_id_rules_hold_across_parts(fault, cluster, tmp_path, monkey
     assert str(month) in refused.value.file
     assert not (tmp_path / "data/raw").exists()  # nothing half-written
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".raw")]
+
+
+def test_a_failed_task_lets_the_others_finish_before_the_stage_cleans_up(cluster, tmp_path):
+    """ingest's parts are written by the workers: when one range is refused, the ranges
+    still being written must land before the stage removes its staging folder, or a late
+    part recreates it (a `.raw.*` folder was left behind once in the suite)."""
+    from distributed import Client
+
+    late = tmp_path / "late-part"
+
+    def refuse() -> None:
+        raise DataValidationError("f", ID, "unique_id", "2 rows share an id")
+
+    def write_late(path: str) -> int:
+        import time
+
+        time.sleep(2)
+        Path(path).write_text("part")
+        return 1
+
+    with Client(cluster.scheduler_address) as client:
+        futures = [client.submit(write_late, str(late), pure=False),
+                   client.submit(refuse, pure=False)]  # fmt: skip
+        with pytest.raises(DataValidationError):
+            dask_engine._gather_all(client, futures)
+        assert late.exists()
