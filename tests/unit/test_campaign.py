@@ -13,7 +13,7 @@ from churn import campaign
 from churn.decision import control_draw
 from churn.errors import ChurnError
 from churn.params import DecisionParams, SyntheticParams
-from churn.score import calls, score_users
+from churn.score import call_list, calls, score_users
 from churn.synthetic import generate, offer_outcome
 from tests.unit.test_decision import Fixed
 
@@ -49,6 +49,20 @@ def test_score_users_holds_the_control_group_out_of_the_call_list():
     assert scored.report["expected_churners_contacted"] == pytest.approx(0.9 + 0.7)
     assert calls(table, 10)["uid"].tolist() == ["a", "c", "e", "f"]
     assert "control" not in calls(table, 10).columns
+
+
+@pytest.mark.parametrize("top", [1, 3, 4, 10])
+def test_the_call_list_of_a_scored_file_reads_row_groups_until_it_has_top_users(tmp_path, top):
+    """`churn score --top`: the scored file's row groups (2 rows each here) are read until
+    `top` users are found; the control group is left out across groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pd.DataFrame({"uid": list("abcdef"), "control": [False, True, True, False, False, True],
+                          "rank": range(1, 7)})  # fmt: skip
+    path = tmp_path / "scored.parquet"
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path, row_group_size=2)
+    pd.testing.assert_frame_equal(call_list(path, top), calls(table, top).reset_index(drop=True))
 
 
 def test_the_save_rate_and_its_money_from_known_counts():
