@@ -542,10 +542,9 @@ def file_scores(
     return [np.concatenate([g[k] for g in per_group]) for k in range(len(models))]
 
 
-def _score_part(path: str, piece: Piece, model, contract: dict, spec: dict, params: Params,
-                labels: pd.Series | None, drop_labelled: bool) -> tuple:  # fmt: skip
-    """One piece's `user_rows`, its table as Arrow (a third of pandas' memory for the
-    reason texts, which wait on the worker for the ranks)."""
+def _user_rows(path: str, piece: Piece, model, contract: dict, spec: dict, params: Params,
+               labels: pd.Series | None, drop_labelled: bool):  # fmt: skip
+    """One piece's `score.user_rows`."""
     from churn.decision import control_draw
     from churn.score import user_rows
 
@@ -554,60 +553,64 @@ def _score_part(path: str, piece: Piece, model, contract: dict, spec: dict, para
         online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
     held_out = control_draw(online[spec["id"]], spec["online_as_of"], params.random_state,
                             params.decision.control_share)  # fmt: skip
-    rows = user_rows(model, contract, online, spec["id"], params.decision, labels,
+    return user_rows(model, contract, online, spec["id"], params.decision, labels,
                      control_draw=held_out)  # fmt: skip
-    table = pa.Table.from_pandas(rows.table, preserve_index=False)
-    return table, rows.numbers, rows.reason_names, rows.unexplained
 
 
-def _numbers(part: tuple) -> dict[str, np.ndarray]:
-    return part[1]
+def _score_numbers(*args) -> tuple:
+    """Pass 1 on a piece: the numbers the ranks and the report need, and the scored
+    table's schema; the rows themselves (three reason texts each) are not kept."""
+    rows = _user_rows(*args)
+    schema = pa.Table.from_pandas(rows.table.head(1), preserve_index=False).schema
+    return rows.numbers, rows.reason_names, rows.unexplained, schema
 
 
-def _explained(part: tuple) -> tuple[list[str], str | None]:
-    return part[2], part[3]
+def _score_ranked(*args, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
+    """Pass 2 on a piece: its rows again (the same bits: a row's values depend on it
+    alone), with rank and decile where `score.with_ranks` puts them."""
+    from churn.score import with_ranks
 
-
-def _ranked(part: tuple, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
-    """The piece's rows with their rank and decile, where `score.with_ranks` puts them."""
-    table = part[0]
-    at = table.schema.get_field_index("expected_value") + 1
-    table = table.add_column(at, "rank", pa.array(rank, pa.int64()))
-    return table.add_column(at + 1, "decile", pa.array(decile, pa.int64()))
+    rows = _user_rows(*args)
+    return pa.Table.from_pandas(with_ranks(rows.table, rank, decile), preserve_index=False)
 
 
 def score_file(
     cluster: Client, path: Path, out: Path, model, contract: dict, spec: dict, params: Params,
     labels: pd.Series | None, drop_labelled: bool,
 ):  # fmt: skip
-    """score's work on the cluster: each piece of the online table scored (with
-    reasons) on a worker by `user_rows`, the champion shipped once to each (`ship`); the ranks from
-    the gathered probabilities; the scored file written in rank order (a shuffle, as
-    prepare's splits) with the local engine's bytes. Returns (report, gains) of
-    `score.summarise`, or None when no user is left to score."""
+    """score's work on the cluster, in two passes over the pieces of the online table, the
+    champion shipped once to each worker (`ship`). Pass 1 scores each piece by the local
+    `user_rows` and returns only its numbers; the client ranks the gathered probabilities.
+    Pass 2 scores each piece again with its ranks and feeds its rows straight into the
+    shuffle that writes the file in rank order (as prepare's splits): no worker holds the
+    scored rows (three reason texts each) of more than its pieces in flight. The file is
+    the local engine's bytes. Returns (report, gains) of `score.summarise`, or None when
+    no user is left to score."""
     import pyarrow.parquet as pq
+    from dask import delayed
 
     from churn.score import ranking, summarise
 
     shipped = ship(cluster, model)
     label_data = ship(cluster, labels) if labels is not None else None
-    parts = [cluster.submit(_score_part, str(path.resolve()), piece, shipped, contract, spec,
-                            params, label_data, drop_labelled, pure=False)
-             for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip
-    numbers = cluster.gather([cluster.submit(_numbers, part) for part in parts])
-    merged = {key: np.concatenate([n[key] for n in numbers]) for key in numbers[0]}
-    sizes = [len(n["probability"]) for n in numbers]
+    jobs = [(str(path.resolve()), piece, shipped, contract, spec, params, label_data,
+             drop_labelled) for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip
+    firsts = cluster.gather([cluster.submit(_score_numbers, *job, pure=False) for job in jobs])
+    merged = {key: np.concatenate([f[0][key] for f in firsts]) for key in firsts[0][0]}
+    sizes = [len(f[0]["probability"]) for f in firsts]
     if not sum(sizes):
         return None
-    reason_names, unexplained = cluster.submit(_explained, parts[0]).result()
+    _, reason_names, unexplained, _ = firsts[0]
     order, rank, decile = ranking(merged["probability"])
     starts = np.cumsum([0, *sizes])
-    tables = [cluster.submit(_ranked, part, rank[starts[i]:starts[i + 1]],
-                             decile[starts[i]:starts[i + 1]], pure=False)
-              for i, part in enumerate(parts)]  # fmt: skip
-    schema = cluster.submit(_schema, tables[int(np.argmax(sizes))]).result()
-    del parts  # the workers keep only the ranked tables
-    _write_split(cluster, tables, sizes, order, out, schema, params.dask.partition_rows)
+    ranked = [delayed(_score_ranked, pure=False)(*job, rank=rank[starts[i] : starts[i + 1]],
+                                                 decile=decile[starts[i] : starts[i + 1]])
+              for i, job in enumerate(jobs)]  # fmt: skip
+    schema = firsts[int(np.argmax(sizes))][3]
+    schema = schema.insert(schema.get_field_index("expected_value") + 1,
+                           pa.field("rank", pa.int64()))  # fmt: skip
+    schema = schema.insert(schema.get_field_index("rank") + 1, pa.field("decile", pa.int64()))
+    _write_split(cluster, ranked, sizes, order, out, schema, params.dask.partition_rows)
     online_columns = pq.ParquetFile(path).schema_arrow.names
     log.info("dask: scored %d users in %d partitions", sum(sizes), len(sizes))
     return summarise(merged, float(contract["threshold"]), online_columns, params.decision,

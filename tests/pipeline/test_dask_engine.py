@@ -109,27 +109,34 @@ def test_default_data_gives_the_same_raw_values_and_prepared_bytes(default_roots
     assert digests(dask / "data/prepared") == digests(local / "data/prepared")
 
 
-def test_train_evaluate_drift_and_promote_equal_the_local_engine(default_roots, monkeypatch):
+@pytest.fixture(scope="module")
+def later_roots(default_roots) -> dict[str, Path]:
+    """default_roots after train, evaluate, drift and promote (a dry run) with each engine."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for engine in ("local", "dask"):
+            monkeypatch.chdir(default_roots[engine])
+            p = small_params(engine=engine, **LATER)
+            train.run(p, track=False)
+            evaluate.run(p, track=False)
+            drift.run(p)
+            promote.run(p, dry_run=True)
+    return default_roots
+
+
+def test_train_evaluate_drift_and_promote_equal_the_local_engine(later_roots):
     """train (samples and contract from the pieces), evaluate (scored on the workers),
     drift (samples gathered) and promote's report: the same bytes on both engines."""
-    for engine in ("local", "dask"):
-        monkeypatch.chdir(default_roots[engine])
-        p = small_params(engine=engine, **LATER)
-        train.run(p, track=False)
-        evaluate.run(p, track=False)
-        drift.run(p)
-        promote.run(p, dry_run=True)
-    local, dask = default_roots["local"], default_roots["dask"]
+    local, dask = later_roots["local"], later_roots["dask"]
     assert digests(dask / "models") == digests(local / "models")
     assert json.loads((local / "models/training.json").read_text())["fit_rows"] == 3000
     assert digests(dask / "reports") == digests(local / "reports")
     assert (local / "reports/drift.json").exists() and (local / "reports/promotion.json").exists()
 
 
-def test_scores_and_gate_data_equal_the_local_engine(default_roots, tmp_path):
+def test_scores_and_gate_data_equal_the_local_engine(later_roots, tmp_path):
     """score's file and report, and promote's GateData with a champion that scores too
     (the candidate's model on other columns' order), from the workers and from here."""
-    root = default_roots["local"]
+    root = later_roots["local"]
     prepared = root / "data/prepared"
     model = modelfile.load(root / "models/model.skops")
     contract = json.loads((root / "models/feature_contract.json").read_text())
