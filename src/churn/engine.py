@@ -59,6 +59,7 @@ log = logging.getLogger("churn.engine")
 
 SCHEDULER_ENV = "CHURN_DASK_SCHEDULER"
 SAMPLE_PER_PARTITION = 1000  # sorted ids each partition offers for the id ranges
+PIECE_BATCH = 65_536  # rows decoded at a time when a piece is read out of its row group
 
 
 def _dask_config() -> None:
@@ -346,8 +347,10 @@ def _schema(table: pa.Table) -> pa.Schema:
     return table.schema
 
 
-def _positioned(table: pa.Table, positions: np.ndarray) -> pd.DataFrame:
-    """The rows of one id range that go into a split, with their row number there."""
+def _positioned(table: pa.Table, position: np.ndarray, start: int, stop: int) -> pd.DataFrame:
+    """The rows of one part that go into the written file, with their row number there
+    (`position[start:stop]`: the part's rows; -1 for a row left out)."""
+    positions = position[start:stop]
     keep = positions >= 0
     frame = table.filter(pa.array(keep)).to_pandas(types_mapper=pd.ArrowDtype)
     frame["_position"] = positions[keep]
@@ -373,28 +376,34 @@ def _stream(cluster: Client, parts: list, files: dict[Path, list[str]], schema: 
 
 
 def _write_split(
-    cluster: Client, parts: list, sizes: list[int], rows: np.ndarray, path: Path,
+    cluster: Client, parts: list, sizes: list[int], position, rows: int, path: Path,
     schema: pa.Schema, partition_rows: int,
 ) -> None:  # fmt: skip
-    """The split's rows in the split's order (`rows`: row numbers of the whole snapshot), as
-    the local engine's table.take(rows) writes them: every range's rows get their row
-    number in the split, a dask shuffle sorts them into ranges of partition_rows, and the
-    ranges are written in order."""
+    """`rows` rows of the parts written in their order in the file: `position` (shipped
+    once to the workers: `ship`) holds each row's number in the file, -1 for a row left
+    out, the parts' rows one after the other (`sizes`). A dask shuffle sorts them into
+    ranges of partition_rows, and the ranges are written in order: the bytes the local
+    engine's write of the whole table gives."""
     import dask.dataframe as dd
     from dask import delayed
 
-    position = np.full(sum(sizes), -1, dtype="int64")
-    position[rows] = np.arange(len(rows))
     starts = np.cumsum([0, *sizes])
     meta = schema.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
     meta["_position"] = pd.Series(dtype="int64")
-    pieces = [delayed(_positioned)(part, position[starts[i] : starts[i + 1]])
-              for i, part in enumerate(parts)]  # fmt: skip
-    frame = dd.from_delayed(pieces, meta=meta, verify_meta=False)
-    divisions = sorted({*range(0, len(rows), partition_rows), len(rows) - 1})
+    numbered = [delayed(_positioned)(part, position, int(starts[i]), int(starts[i + 1]))
+                for i, part in enumerate(parts)]  # fmt: skip
+    frame = dd.from_delayed(numbered, meta=meta, verify_meta=False)
+    divisions = sorted({*range(0, rows, partition_rows), rows - 1})
     divisions = divisions if len(divisions) > 1 else [0, 0]  # one row
     ordered = frame.set_index("_position", divisions=divisions).to_delayed()
     _stream(cluster, cluster.compute(ordered), {path: schema.names}, schema)
+
+
+def _split_positions(sizes: list[int], rows: np.ndarray) -> np.ndarray:
+    """Each row's number in a split that takes `rows` (row numbers of the snapshot)."""
+    position = np.full(sum(sizes), -1, dtype="int64")
+    position[rows] = np.arange(len(rows))
+    return position
 
 
 def prepare_snapshot(
@@ -419,8 +428,9 @@ def prepare_snapshot(
         train, test, counts = draw_split(np.concatenate(per_range), params)
         sizes = [len(x) for x in per_range]
         for name, rows in (("train", train), ("test", test)):
-            _write_split(cluster, parts, sizes, rows, tmp / f"{name}.parquet", schema,
-                         params.dask.partition_rows)  # fmt: skip
+            position = ship(cluster, _split_positions(sizes, rows))
+            _write_split(cluster, parts, sizes, position, len(rows), tmp / f"{name}.parquet",
+                         schema, params.dask.partition_rows)  # fmt: skip
         written.update(counts, empty=schema.empty_table())
     files = {
         tmp / name: cols for name, cols in outputs_of(wanted, has_labels, schema.names).items()
@@ -482,8 +492,26 @@ def _group(path: str, index: int, columns: list[str] | None = None) -> pd.DataFr
 
 
 def _piece(path: str, piece: Piece, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows start..stop of a row group, decoded in batches of which only those rows are
+    kept: a piece costs its own rows' memory, not its row group's."""
+    import pyarrow.parquet as pq
+
     group, start, stop = piece
-    return _group(path, group, columns).iloc[start:stop].reset_index(drop=True)
+    file = pq.ParquetFile(path)
+    if file.metadata.num_row_groups == 0:
+        return _group(path, 0, columns)
+    kept, seen = [], 0
+    for batch in file.iter_batches(batch_size=PIECE_BATCH, row_groups=[group], columns=columns):
+        lo, hi = max(start - seen, 0), min(stop - seen, len(batch))
+        if lo < hi:
+            kept.append(batch.slice(lo, hi - lo))
+        seen += len(batch)
+        if seen >= stop:
+            break
+    if not kept:  # a piece past the group's end: none is cut so
+        return _group(path, group, columns).iloc[:0]
+    table = pa.Table.from_batches(kept).replace_schema_metadata(file.schema_arrow.metadata)
+    return table.to_pandas().reset_index(drop=True)
 
 
 def _group_starts(path: Path) -> np.ndarray:
@@ -565,13 +593,16 @@ def _score_numbers(*args) -> tuple:
     return rows.numbers, rows.reason_names, rows.unexplained, schema
 
 
-def _score_ranked(*args, rank: np.ndarray, decile: np.ndarray) -> pa.Table:
+def _score_ranked(*args, position: np.ndarray, start: int, stop: int, users: int) -> pa.Table:
     """Pass 2 on a piece: its rows again (the same bits: a row's values depend on it
-    alone), with rank and decile where `score.with_ranks` puts them."""
-    from churn.score import with_ranks
+    alone), with rank and decile (from `position`, each user's row in the file) where
+    `score.with_ranks` puts them."""
+    from churn.score import decile_of, with_ranks
 
     rows = _user_rows(*args)
-    return pa.Table.from_pandas(with_ranks(rows.table, rank, decile), preserve_index=False)
+    rank = position[start:stop] + 1
+    table = with_ranks(rows.table, rank, decile_of(rank, users))
+    return pa.Table.from_pandas(table, preserve_index=False)
 
 
 def score_file(
@@ -601,16 +632,19 @@ def score_file(
     if not sum(sizes):
         return None
     _, reason_names, unexplained, _ = firsts[0]
-    order, rank, decile = ranking(merged["probability"])
-    starts = np.cumsum([0, *sizes])
-    ranked = [delayed(_score_ranked, pure=False)(*job, rank=rank[starts[i] : starts[i + 1]],
-                                                 decile=decile[starts[i] : starts[i + 1]])
+    _, rank, _ = ranking(merged["probability"])
+    position = ship(cluster, rank - 1)  # each user's row in the file
+    starts, users = np.cumsum([0, *sizes]), int(sum(sizes))
+    ranked = [delayed(_score_ranked, pure=False)(*job, position=position, start=int(starts[i]),
+                                                 stop=int(starts[i + 1]), users=users)
               for i, job in enumerate(jobs)]  # fmt: skip
     schema = firsts[int(np.argmax(sizes))][3]
     schema = schema.insert(schema.get_field_index("expected_value") + 1,
                            pa.field("rank", pa.int64()))  # fmt: skip
     schema = schema.insert(schema.get_field_index("rank") + 1, pa.field("decile", pa.int64()))
-    _write_split(cluster, ranked, sizes, order, out, schema, params.dask.partition_rows)
+    del rank
+    _write_split(cluster, ranked, sizes, position, users, out, schema,
+                 params.dask.partition_rows)  # fmt: skip
     online_columns = pq.ParquetFile(path).schema_arrow.names
     log.info("dask: scored %d users in %d partitions", sum(sizes), len(sizes))
     return summarise(merged, float(contract["threshold"]), online_columns, params.decision,

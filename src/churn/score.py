@@ -109,7 +109,12 @@ def ranking(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     order = np.argsort(-probability, kind="stable")
     rank = np.empty(len(order), dtype="int64")
     rank[order] = np.arange(1, len(order) + 1)
-    return order, rank, np.minimum((rank - 1) * 10 // max(len(rank), 1) + 1, 10)
+    return order, rank, decile_of(rank, len(rank))
+
+
+def decile_of(rank: np.ndarray, users: int) -> np.ndarray:
+    """The decile (1: the most likely to churn) of each rank among `users` users."""
+    return np.minimum((rank - 1) * 10 // max(users, 1) + 1, 10)
 
 
 def with_ranks(table: pd.DataFrame, rank: np.ndarray, decile: np.ndarray) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from churn import engine
 from churn.engine import _id_ranges, _meta, gather_rows, pieces
 from churn.model import merge_observed, observed_features
 from churn.schema import COURSE_TABLES, LABEL_TABLE
@@ -54,6 +55,17 @@ def test_pieces_cut_row_groups_at_partition_rows_in_file_order(tmp_path):
     path, _ = two_groups(tmp_path)
     assert pieces(path, 4) == [(0, 0, 4), (0, 4, 6), (1, 0, 4)]
     assert pieces(path, 100) == [(0, 0, 6), (1, 0, 4)]
+
+
+def test_a_piece_is_its_rows_whatever_batches_decode_them(tmp_path, monkeypatch):
+    path, frame = two_groups(tmp_path)
+    for batch in (1, 3, 100):
+        monkeypatch.setattr(engine, "PIECE_BATCH", batch)
+        got = pd.concat([engine._piece(str(path), piece) for piece in pieces(path, 4)],
+                        ignore_index=True)  # fmt: skip
+        pd.testing.assert_frame_equal(got, frame)
+        pd.testing.assert_frame_equal(engine._piece(str(path), (0, 4, 6), ["plan"]),
+                                      frame[["plan"]].iloc[4:6].reset_index(drop=True))  # fmt: skip
 
 
 def test_gathered_rows_are_the_rows_taken_in_the_order_asked(tmp_path):
