@@ -570,25 +570,38 @@ def file_scores(
     return [np.concatenate([g[k] for g in per_group]) for k in range(len(models))]
 
 
-def _user_rows(path: str, piece: Piece, model, contract: dict, spec: dict, params: Params,
-               labels: pd.Series | None, drop_labelled: bool):  # fmt: skip
-    """One piece's `score.user_rows`."""
+def _user_rows(path: str, labels_path: str | None, piece: Piece, model, contract: dict,
+               spec: dict, params: Params, drop_labelled: bool):  # fmt: skip
+    """One piece's `score.user_rows`; its labels (when the month has them) are the same
+    piece of online_labels.parquet, which prepare writes from the same rows."""
     from churn.decision import control_draw
     from churn.score import user_rows
 
     online = _piece(path, piece)
-    if drop_labelled:
+    labels = None
+    if labels_path is not None:
+        known = _piece(labels_path, piece, [spec["id"], spec["label"]])
+        if not known[spec["id"]].equals(online[spec["id"]]):
+            raise ChurnError(f"{labels_path}: its rows are not the online table's; rerun "
+                             "prepare (dvc repro)")  # fmt: skip
+        labels = pd.Series(known[spec["label"]].astype(int).to_numpy(), index=known[spec["id"]])
+    if drop_labelled and labels is not None:
         online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
+    if online.empty:
+        return None
     held_out = control_draw(online[spec["id"]], spec["online_as_of"], params.random_state,
                             params.decision.control_share)  # fmt: skip
     return user_rows(model, contract, online, spec["id"], params.decision, labels,
                      control_draw=held_out)  # fmt: skip
 
 
-def _score_numbers(*args) -> tuple:
+def _score_numbers(*args) -> tuple | None:
     """Pass 1 on a piece: the numbers the ranks and the report need, and the scored
-    table's schema; the rows themselves (three reason texts each) are not kept."""
+    table's schema; the rows themselves (three reason texts each) are not kept. None for a
+    piece with nobody to score (all left out)."""
     rows = _user_rows(*args)
+    if rows is None:
+        return None
     schema = pa.Table.from_pandas(rows.table.head(1), preserve_index=False).schema
     return rows.numbers, rows.reason_names, rows.unexplained, schema
 
@@ -607,7 +620,7 @@ def _score_ranked(*args, position: np.ndarray, start: int, stop: int, users: int
 
 def score_file(
     cluster: Client, path: Path, out: Path, model, contract: dict, spec: dict, params: Params,
-    labels: pd.Series | None, drop_labelled: bool,
+    labels_path: Path | None, drop_labelled: bool,
 ):  # fmt: skip
     """score's work on the cluster, in two passes over the pieces of the online table, the
     champion shipped once to each worker (`ship`). Pass 1 scores each piece by the local
@@ -623,14 +636,16 @@ def score_file(
     from churn.score import ranking, summarise
 
     shipped = ship(cluster, model)
-    label_data = ship(cluster, labels) if labels is not None else None
-    jobs = [(str(path.resolve()), piece, shipped, contract, spec, params, label_data,
+    labelled = None if labels_path is None else str(labels_path.resolve())
+    jobs = [(str(path.resolve()), labelled, piece, shipped, contract, spec, params,
              drop_labelled) for piece in pieces(path, params.dask.partition_rows)]  # fmt: skip
-    firsts = cluster.gather([cluster.submit(_score_numbers, *job, pure=False) for job in jobs])
+    passed = cluster.gather([cluster.submit(_score_numbers, *job, pure=False) for job in jobs])
+    kept = [(job, first) for job, first in zip(jobs, passed, strict=True) if first is not None]
+    if not kept:  # everyone left out
+        return None
+    jobs, firsts = [k[0] for k in kept], [k[1] for k in kept]
     merged = {key: np.concatenate([f[0][key] for f in firsts]) for key in firsts[0][0]}
     sizes = [len(f[0]["probability"]) for f in firsts]
-    if not sum(sizes):
-        return None
     _, reason_names, unexplained, _ = firsts[0]
     _, rank, _ = ranking(merged["probability"])
     position = ship(cluster, rank - 1)  # each user's row in the file

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from churn import engine, modelfile, registry
 from churn.decision import control_draw, customer_values, expected_gain, value_basis, with_save_rate
@@ -262,13 +263,10 @@ def run(
     model = modelfile.load(registry.verified_artifact(champion))
     contract = read_json(registry.contract_file(champion))
     labels_path = prepared_dir / "online_labels.parquet"
-    labels = None
-    if labels_path.exists():
-        frame = pd.read_parquet(labels_path)
-        if len(frame):
-            labels = frame.set_index(spec["id"])[spec["label"]].astype(int)
+    labelled = pq.ParquetFile(labels_path).metadata.num_rows if labels_path.exists() else 0
+    labels = labels_path if labelled else None  # the newest month's outcomes, when known
     entry = {"model_name": name, "version": champion["version"], "sha256": champion["sha256"]}
-    left_out = known_outcomes(spec, labels, params)
+    left_out = known_outcomes(spec, labelled, params)
     if left_out is not None:
         log.warning("left out %d users: %s", left_out["users"], left_out["reason"])
     params, basis = with_save_rate(params)
@@ -308,10 +306,15 @@ def run(
 
 def _score_here(
     path: Path, out: Path, model: Any, contract: dict, spec: dict, params: Params,
-    labels: pd.Series | None, drop_labelled: bool,
+    labels_path: Path | None, drop_labelled: bool,
 ) -> tuple[dict, list[dict]] | None:  # fmt: skip
-    """The local engine: the whole online table `path` in this process; writes `out`."""
+    """The local engine: the whole online table `path` (and its labels, when the month
+    has them) in this process; writes `out`."""
     online = pd.read_parquet(path)
+    labels = None
+    if labels_path is not None:
+        frame = pd.read_parquet(labels_path)
+        labels = frame.set_index(spec["id"])[spec["label"]].astype(int)
     if drop_labelled:
         online = online[~online[spec["id"]].isin(labels.index)].reset_index(drop=True)
     if online.empty:
@@ -324,14 +327,14 @@ def _score_here(
     return scored.report, scored.gains
 
 
-def known_outcomes(spec: dict, labels: pd.Series | None, params: Params) -> dict | None:
+def known_outcomes(spec: dict, labelled: int, params: Params) -> dict | None:
     """Who not to rank, and why: when the newest snapshot is the training one (data with one
     snapshot), its labelled users are the ones the model was trained and tested on, whose
     outcome is known; score.known_outcomes ranks them anyway. None: nobody left out."""
-    if labels is None or spec["online_as_of"] != spec["as_of"] or params.score.known_outcomes:
+    if not labelled or spec["online_as_of"] != spec["as_of"] or params.score.known_outcomes:
         return None
     return {
-        "users": len(labels),
+        "users": labelled,
         "reason": f"their outcome is known: the newest snapshot "
         f"({spec['as_of']}) is the one the model was trained and tested on; add a later "
         "snapshot without labels, or set score.known_outcomes: true to rank them anyway",

@@ -112,7 +112,7 @@ def test_score_leaves_out_users_whose_outcome_the_model_trained_on():
     from churn.params import parse_params
     from churn.score import known_outcomes
 
-    labels = pd.Series([0, 1, 0], index=["a", "b", "c"])
+    labels = 3  # users of the newest month whose outcome is known
     one = {"as_of": "2024-01-31", "online_as_of": "2024-01-31"}
     left_out = known_outcomes(one, labels, parse_params({}))
     assert left_out["users"] == 3 and "trained and tested on" in left_out["reason"]
@@ -120,4 +120,4 @@ def test_score_leaves_out_users_whose_outcome_the_model_trained_on():
     assert known_outcomes(one, labels, told) is None
     later = {"as_of": "2024-01-31", "online_as_of": "2024-02-29"}
     assert known_outcomes(later, labels, parse_params({})) is None
-    assert known_outcomes(one, None, parse_params({})) is None
+    assert known_outcomes(one, 0, parse_params({})) is None
