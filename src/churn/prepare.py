@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
+from churn import engine
 from churn.errors import ChurnError, DataValidationError
 from churn.ingest import MANIFEST, RAW_DIR
 from churn.io import read_json, staged_dir, write_json, write_table
@@ -152,18 +151,6 @@ def load_snapshot(raw_dir: Path, manifest: dict, as_of: str) -> pd.DataFrame:
     return snapshot_table(raw_dir, manifest, as_of).to_pandas()
 
 
-@contextmanager
-def _engine(params: Params) -> Iterator[Any]:
-    """A dask client for engine: dask (churn.engine), else None."""
-    if params.engine != "dask":
-        yield None
-        return
-    from churn import engine
-
-    with engine.client(params.dask) as cluster:
-        yield cluster
-
-
 def _has_labels(raw_dir: Path, manifest: dict, as_of: str) -> bool:
     return (
         LABEL_TABLE in manifest["tables"] and (raw_dir / as_of / f"{LABEL_TABLE}.parquet").exists()
@@ -228,7 +215,7 @@ def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -
             roles.setdefault(date, []).append(role)
     spec: dict = {}
     empty: pa.Table | None = None  # the shape of the files a month may lack
-    with staged_dir(out_dir) as tmp, _engine(params) as cluster:
+    with staged_dir(out_dir) as tmp, engine.maybe_client(params) as cluster:
         for date, wanted in roles.items():
             if "reference" in wanted and not _has_labels(raw_dir, manifest, date):
                 raise DataValidationError(str(raw_dir / as_of), LABEL, "labels_present",
@@ -239,8 +226,6 @@ def run(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -
                 written = write_roles(table, wanted, tmp, params)
                 del table
             else:
-                from churn import engine
-
                 written = engine.prepare_snapshot(cluster, raw_dir, manifest, date, wanted, tmp,
                                                   params)  # fmt: skip
             empty = written.pop("empty", empty)
