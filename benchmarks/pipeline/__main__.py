@@ -296,6 +296,9 @@ def scale_growth(a: dict, b: dict) -> list[str]:
     total_s = sum(float(r[4]) for r in rows)
     worker_mb = max(float(r[6]) for r in rows if r[6] != "—")
     client = max(rows, key=lambda r: float(r[5]))
+    largest_worker = max(
+        mb for st in b["stages"].values() for mb in st.get("worker_peak_rss_mb", [])
+    )
     cores = os.cpu_count() or 1
     estimate = [
         "",
@@ -304,10 +307,13 @@ def scale_growth(a: dict, b: dict) -> list[str]:
         f"Every stage but decide works on the cluster. Extended by these exponents, a full "
         f"`dvc repro` of 100 M users would take about {total_s / 60:.0f} min on this cluster "
         f"({b['dask']['workers']} workers sharing {cores} cores), each worker peaking near "
-        f"{worker_mb / 1024:.1f} GB (past a {b['dask']['memory_limit']} limit Dask spills to "
-        f"disk and pauses the worker rather than fail), and the largest client process "
-        f"({client[0]}) near {float(client[5]) / 1024:.1f} GB: what the client holds is a "
-        "column of numbers per user (labels, scores, ranks) and samples bounded by params. "
+        f"{worker_mb / 1024:.1f} GB against its {b['dask']['memory_limit']} limit (the "
+        f"largest at {b['n_users']:,} users: {largest_worker / 1024:.1f} GB), and the largest "
+        f"client process ({client[0]}) near {float(client[5]) / 1024:.1f} GB. What grows in "
+        "the client is a few columns of numbers per user of the month a stage judges "
+        "(labels, fees, scores, ranks and the metrics' sorted copies), not tables: at "
+        f"{b['n_users']:,} users {b['peak_rss_mb'] * 2**20 / b['n_users']:.0f} bytes per "
+        "user at the largest client; the gathered samples are bounded by params. "
         f"The work is per partition, so on N machines of {cores} cores it divides about N "
         f"ways: about {total_s / 60 / 10:.0f} min on 10 machines, {total_s / 60 / 25:.0f} "
         "min on 25 (an assumption, not measured here: one machine is all these tests have; "
