@@ -78,6 +78,8 @@ def client(p: DaskParams) -> Iterator[Client]:
     _dask_config()
     from distributed import Client, LocalCluster
 
+    from churn.dask_logs import QuietFailures
+
     # the cluster's own chatter (workers starting, closing) is not the stage's progress
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
@@ -101,6 +103,7 @@ def client(p: DaskParams) -> Iterator[Client]:
         ) as cluster,  # fmt: skip
         Client(cluster) as local,
     ):
+        local.register_plugin(QuietFailures(), name="churn-quiet-failures")
         yield local
         _report_peaks(local)
 

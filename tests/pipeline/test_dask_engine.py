@@ -281,3 +281,28 @@ def test_a_failed_task_lets_the_others_finish_before_the_stage_cleans_up(cluster
         with pytest.raises(DataValidationError):
             dask_engine._gather_all(client, futures)
         assert late.exists()
+
+
+def test_a_refusal_on_a_local_cluster_prints_no_worker_traceback(capfd, monkeypatch):
+    """The workers of a LocalCluster write to the stage's stderr: a refused table is the
+    client's one error, not first a worker's "Compute Failed" traceback of it and then the
+    cancelled tasks of the closing cluster (the workers' own logs stay quiet of both)."""
+    from churn.params import DaskParams
+
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)  # our own cluster, not the module's
+
+    def refuse(i: int) -> None:
+        import time
+
+        if i == 0:
+            raise DataValidationError("users.csv", ID, "unique_id", "2 rows share an id")
+        time.sleep(2)  # still running when the cluster closes
+
+    with (
+        pytest.raises(DataValidationError, match=r"users\.csv: column 'user_id' breaks rule"),
+        dask_engine.client(DaskParams(workers=2)) as cluster,
+    ):
+        cluster.gather(cluster.map(refuse, range(3), pure=False))
+    err = capfd.readouterr().err
+    assert "distributed.worker" not in err, err
+    assert "Compute Failed" not in err and "CancelledError" not in err, err
