@@ -13,8 +13,10 @@ files or parquet files or folders of parquet parts): every partition is validate
 pass sums the missing cells over the partitions and applies `null_rule` once. A second
 pass validates again, gives every partition the column types of the whole table (a count
 with a missing cell anywhere is float everywhere, as pandas types the whole column), sorts
-each table by user id into the same id ranges (dask's shuffle), checks each range for
-shared ids and `check_same_ids`, and writes range i of each table as
+each table by user id into the same id ranges (dask's shuffle; a table whose partitions
+already come in id order, as a lake written by id does, is only cut at the range points:
+no shuffle), checks each range for shared ids and `check_same_ids`, and writes range i of
+each table as
 `data/raw/<as_of>/<table>.parquet/part-<i>.parquet`: the local engine's path as a folder,
 which pyarrow, pandas and the later stages read as one table.
 
@@ -154,12 +156,13 @@ def _partition_stats(frame: pd.DataFrame, table: Table, file: str) -> dict:
     """Pass 1 on one partition: validated without the null-rate rule; its missing cells per
     column (with a few of their ids) and a sorted sample of its ids."""
     if len(frame) == 0:
-        return {"rows": 0, "missing": {}, "examples": {}, "sample": []}
+        return {"rows": 0, "missing": {}, "examples": {}, "sample": [], "ordered": False}
     frame = frame.reset_index(drop=True)
     typed = validate_table(frame, table, file, None)
     missing = typed.isna()
     counts = {name: int(n) for name, n in missing.sum().items()}
-    ids = typed[ID].sort_values(ignore_index=True)
+    ordered = typed[ID].is_monotonic_increasing and typed[ID].is_unique
+    ids = typed[ID] if ordered else typed[ID].sort_values(ignore_index=True)
     step = max(1, len(ids) // SAMPLE_PER_PARTITION)
     return {
         "rows": len(typed),
@@ -168,6 +171,7 @@ def _partition_stats(frame: pd.DataFrame, table: Table, file: str) -> dict:
             name: offending_ids(frame, missing[name].to_numpy()) for name, n in counts.items() if n
         },
         "sample": [*ids.iloc[::step].tolist(), ids.iloc[-1]],
+        "ordered": ordered,  # its ids strictly increase: the sample's ends are its first, last
     }
 
 
@@ -263,6 +267,33 @@ def _id_ranges(stats: dict[str, list[dict]], partition_rows: int) -> tuple[str, 
     return tuple(points) if len(points) > 1 else (points[0], points[0])  # one user: one range
 
 
+def _id_order_bounds(per_partition: list[dict]) -> list[str] | None:
+    """The partitions' id bounds (dask's divisions of a sorted frame) when every partition's
+    ids strictly increase and each partition starts after the one before it ends; None
+    when a shuffle is needed."""
+    if not all(s["ordered"] for s in per_partition):
+        return None
+    firsts = [s["sample"][0] for s in per_partition]
+    lasts = [s["sample"][-1] for s in per_partition]
+    if any(first <= last for first, last in zip(firsts[1:], lasts, strict=False)):
+        return None
+    return [*firsts, lasts[-1]]
+
+
+def _by_id(typed: dd.DataFrame, per_partition: list[dict], divisions: tuple[str, ...],
+           name: str) -> dd.DataFrame:  # fmt: skip
+    """The table indexed by user id in the id ranges `divisions`: dask's shuffle, or, for
+    partitions already in id order, a cut at the range points."""
+    bounds = _id_order_bounds(per_partition)
+    if bounds is None:
+        return typed.set_index(ID, divisions=list(divisions))
+    log.info("dask: %s: partitions already in id order, cut at the range points (no shuffle)",
+             name)  # fmt: skip
+    # force: a table may lack the first or last user of the others (check_same_ids says so)
+    by_id = typed.set_index(ID, sorted=True, divisions=bounds)
+    return by_id.repartition(divisions=list(divisions), force=True)
+
+
 def _global_rules(table: Table, per_partition: list[dict], file: str, null_rate: float) -> dict:
     """The whole-table rules on pass 1's sums; which columns have a missing cell."""
     rows = sum(s["rows"] for s in per_partition)
@@ -303,7 +334,7 @@ def ingest_snapshots(
             for t in tables:
                 typed = raw[t.name].map_partitions(_settled, t, files[t.name], metas[t.name],
                                                    meta=metas[t.name])  # fmt: skip
-                by_id = typed.set_index(ID, divisions=list(divisions))
+                by_id = _by_id(typed, stats[t.name], divisions, files[t.name])
                 sorted_parts[t.name] = by_id.to_delayed()
             ranges = [{name: parts[i] for name, parts in sorted_parts.items()}
                       for i in range(len(divisions) - 1)]  # fmt: skip

@@ -257,6 +257,46 @@ def test_whole_table_id_rules_hold_across_parts(fault, cluster, tmp_path, monkey
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".raw")]
 
 
+def test_parts_in_id_order_are_cut_without_a_shuffle_into_the_same_bytes(
+    cluster, tmp_path, caplog, monkeypatch
+):
+    """Parts already in id order (as partitioned_snapshots writes them) are only cut at the
+    range points, and write the bytes dask's shuffle writes from the same parts; the same
+    rows shuffled within and across parts go through the shuffle, to the same values."""
+    source = partitioned_snapshots(tmp_path)
+    shuffled = tmp_path / "shuffled-source"
+    rng = np.random.default_rng(5)
+    for folder in sorted(source.glob("*/*.parquet")):
+        rows = pd.concat([pd.read_parquet(p) for p in sorted(folder.iterdir())], ignore_index=True)
+        rows = rows.iloc[rng.permutation(len(rows))]
+        out = shuffled / folder.relative_to(source)
+        out.mkdir(parents=True)
+        half = len(rows) // 2
+        rows.iloc[:half].to_parquet(out / "part-0.parquet", index=False)
+        rows.iloc[half:].to_parquet(out / "part-1.parquet", index=False)
+    cut = {}
+    for name, folder, force_shuffle in (("ordered", source, False),
+                                        ("ordered, shuffle forced", source, True),
+                                        ("shuffled", shuffled, False)):  # fmt: skip
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        with monkeypatch.context() as patched, caplog.at_level("INFO", logger="churn.engine"):
+            if force_shuffle:
+                patched.setattr(dask_engine, "_id_order_bounds", lambda per_partition: None)
+            caplog.clear()
+            ingest.run(snapshot_params(folder, "dask"))
+        cut[name] = sum("no shuffle" in r.getMessage() for r in caplog.records)
+    assert cut == {"ordered": 2 * len(COURSE_TABLES), "ordered, shuffle forced": 0,
+                   "shuffled": 0}  # 2 months x 6 tables  # fmt: skip
+    ordered = digests(tmp_path / "ordered" / "data/raw")
+    assert len(ordered) > 2 * len(COURSE_TABLES)  # parts of id ranges
+    assert digests(tmp_path / "ordered, shuffle forced" / "data/raw") == ordered
+    for as_of in ("2024-01-31", "2024-02-29"):
+        for t in COURSE_TABLES:
+            values = [raw_table(tmp_path / n, as_of, t.name) for n in ("shuffled", "ordered")]
+            pd.testing.assert_frame_equal(*values)
+
+
 def test_a_failed_task_lets_the_others_finish_before_the_stage_cleans_up(cluster, tmp_path):
     """ingest's parts are written by the workers: when one range is refused, the ranges
     still being written must land before the stage removes its staging folder, or a late

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn import engine
-from churn.engine import _id_ranges, _meta, gather_rows, pieces
+from churn.engine import _id_order_bounds, _id_ranges, _meta, gather_rows, pieces
 from churn.model import merge_observed, observed_features
 from churn.schema import COURSE_TABLES, LABEL_TABLE
 
@@ -31,6 +31,19 @@ def test_id_ranges_cut_about_partition_rows_users_and_cover_every_id():
 
 def test_one_user_is_one_range():
     assert _id_ranges(stats(["SF-0000001"]), partition_rows=1000) == ("SF-0000001",) * 2
+
+
+def ordered(*partitions: list[str]) -> list[dict]:
+    return [{"ordered": ids == sorted(set(ids)), "sample": ids} for ids in partitions]
+
+
+def test_parts_in_id_order_give_their_bounds_else_a_shuffle_is_needed():
+    ids = [f"SF-{i:07d}" for i in range(1, 10)]
+    assert _id_order_bounds(ordered(ids[:3], ids[3:7], ids[7:])) == [ids[0], ids[3], ids[7], ids[8]]
+    assert _id_order_bounds(ordered(ids[3:7], ids[:3], ids[7:])) is None  # parts out of order
+    assert _id_order_bounds(ordered(ids[:4], ids[3:7])) is None  # an id in two parts
+    assert _id_order_bounds(ordered(ids[:3], [ids[4], ids[3]])) is None  # a part out of order
+    assert _id_order_bounds(ordered(ids[:1])) == [ids[0], ids[0]]  # one user
 
 
 def test_the_typed_shape_follows_missing_cells_over_the_whole_table():
