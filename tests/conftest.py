@@ -34,30 +34,34 @@ def pytest_configure(config: pytest.Config) -> None:
     threadpool_limits(1)
 
 
-# The heaviest test files first (seconds per file from --durations in a fresh clone on two
-# idle cores, 2026-12-03). scripts/test runs three pytest processes that take one file at a
-# time in this order (--no-loadscope-reorder): started first, the long files run side by
-# side instead of one process finishing alone on one.
+# The heaviest test files first (seconds per file, setup + call + teardown, from
+# --durations in a `scripts/test` run on two idle cores, 2026-12-06, three processes
+# sharing them). scripts/test runs three pytest processes that take one file at a time in
+# this order (--no-loadscope-reorder): started first, the long files run side by side
+# instead of one process finishing alone on one.
 HEAVY_FIRST = (
-    "tests/integration/test_tour.py",  # 454 s
-    "tests/integration/test_monitor.py",  # 378 s
-    "tests/pipeline/test_dvc_pipeline.py",  # 272 s
-    "tests/pipeline/test_experiments.py",  # 255 s
-    "tests/integration/test_promotion.py",  # 111 s
-    "tests/integration/test_team_replicas.py",  # 177 s
-    "tests/integration/test_serving_process.py",  # 145 s
-    "tests/pipeline/test_ci_scripts.py",  # 97 s
-    "tests/integration/test_online_postgres.py",  # 69 s
-    "tests/integration/test_dask_cluster.py",  # 59 s
-    "tests/pipeline/test_dask_engine.py",  # 40 s
-    "tests/pipeline/test_own_data.py",  # 89 s
-    "tests/model/test_search.py",  # 72 s
-    "tests/integration/test_mlflow_server.py",  # 51 s
-    "tests/model/test_real_data.py",  # 42 s
-    "tests/integration/test_mlflow_tracking.py",  # 30 s
-    "tests/integration/test_drift.py",
-    "tests/api/test_routes.py",
-    "tests/data/test_columns.py",
+    "tests/integration/test_tour.py",  # 448 s
+    "tests/pipeline/test_experiments.py",  # 339 s
+    "tests/pipeline/test_dvc_pipeline.py",  # 337 s
+    "tests/integration/test_monitor.py",  # 281 s
+    "tests/integration/test_serving_process.py",  # 277 s
+    "tests/integration/test_team_replicas.py",  # 220 s
+    "tests/integration/test_promotion.py",  # 172 s
+    "tests/integration/test_online_postgres.py",  # 166 s
+    "tests/pipeline/test_own_data.py",  # 158 s
+    "tests/integration/test_dask_cluster.py",  # 136 s
+    "tests/pipeline/test_ci_scripts.py",  # 126 s
+    "tests/pipeline/test_dask_engine.py",  # 104 s
+    "tests/api/test_routes.py",  # 80 s
+    "tests/integration/test_mlflow_server.py",  # 65 s
+    "tests/data/test_columns.py",  # 65 s
+    "tests/model/test_search.py",  # 49 s
+    "tests/integration/test_drift.py",  # 44 s
+    "tests/data/test_table_source.py",  # 38 s
+    "tests/unit/test_modelfile.py",  # 34 s
+    "tests/api/test_compiled_start.py",  # 31 s
+    "tests/model/test_real_data.py",  # skips without ../shared; 42 s with it
+    "tests/integration/test_mlflow_tracking.py",  # 23 s
 )
 
 
