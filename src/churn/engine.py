@@ -273,11 +273,9 @@ def _id_order_bounds(per_partition: list[dict]) -> list[str] | None:
     when a shuffle is needed."""
     if not all(s["ordered"] for s in per_partition):
         return None
-    firsts = [s["sample"][0] for s in per_partition]
-    lasts = [s["sample"][-1] for s in per_partition]
-    if any(first <= last for first, last in zip(firsts[1:], lasts, strict=False)):
+    if any(b["sample"][0] <= a["sample"][-1] for a, b in pairwise(per_partition)):
         return None
-    return [*firsts, lasts[-1]]
+    return [*(s["sample"][0] for s in per_partition), per_partition[-1]["sample"][-1]]
 
 
 def _by_id(typed: dd.DataFrame, per_partition: list[dict], divisions: tuple[str, ...],
